@@ -12,7 +12,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("{text:?} is not a duration like 24h, 1d or 10y"));
         }
@@ -20,7 +22,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("{text:?} has a number that is too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_secs = match &rest[..unit_len] {
             "ms" => None,
             "s" => Some(1),
@@ -29,7 +33,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "d" => Some(86_400),
             "y" => Some(365 * 86_400),
             "" => return Err(format!("{text:?} needs a unit (ms, s, m, h, d or y)")),
-            u => return Err(format!("{text:?} has unknown unit {u:?} (use ms, s, m, h, d or y)")),
+            u => {
+                return Err(format!(
+                    "{text:?} has unknown unit {u:?} (use ms, s, m, h, d or y)"
+                ))
+            }
         };
         let part = match unit_secs {
             None => Duration::from_millis(n),
@@ -54,7 +62,10 @@ mod tests {
     fn parses_kuma_durations() {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("10y"), Ok(Duration::from_secs(3650 * 86_400)));
+        assert_eq!(
+            parse_duration("10y"),
+            Ok(Duration::from_secs(3650 * 86_400))
+        );
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));

@@ -9,11 +9,13 @@
 
 pub mod duration;
 mod error;
+pub mod kds;
 mod resource;
 pub mod selector;
 mod spec;
 mod types;
 mod validate;
+pub use validate::validate_zone_name;
 
 pub use error::{ParseError, ValidationError, Violation};
 pub use resource::{parse_documents, Meta, Resource};

@@ -148,11 +148,7 @@ impl Resource {
         let spec = spec.ok_or(errors)?;
         Ok(Resource {
             name,
-            mesh: if ty.is_mesh_scoped() {
-                mesh
-            } else {
-                None
-            },
+            mesh: if ty.is_mesh_scoped() { mesh } else { None },
             labels,
             spec,
             meta,
@@ -168,7 +164,10 @@ impl Resource {
             obj.insert("mesh".into(), Value::String(mesh.clone()));
         }
         obj.insert("name".into(), Value::String(self.name.clone()));
-        obj.insert("creationTime".into(), Value::String(rfc3339(self.meta.creation_time)));
+        obj.insert(
+            "creationTime".into(),
+            Value::String(rfc3339(self.meta.creation_time)),
+        );
         obj.insert(
             "modificationTime".into(),
             Value::String(rfc3339(self.meta.modification_time)),
@@ -202,7 +201,11 @@ fn to_object<T: Serialize>(spec: &T) -> Map<String, Value> {
     }
 }
 
-fn string_field(obj: &Map<String, Value>, field: &str, errors: &mut ValidationError) -> Option<String> {
+fn string_field(
+    obj: &Map<String, Value>,
+    field: &str,
+    errors: &mut ValidationError,
+) -> Option<String> {
     match obj.get(field) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

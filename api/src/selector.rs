@@ -99,12 +99,7 @@ pub fn select_traffic_permission<'a>(
             None => true,
             Some((best_rank, current)) => {
                 r.cmp(best_rank)
-                    .then_with(|| {
-                        policy
-                            .meta
-                            .creation_time
-                            .cmp(&current.meta.creation_time)
-                    })
+                    .then_with(|| policy.meta.creation_time.cmp(&current.meta.creation_time))
                     .then_with(|| current.name.cmp(&policy.name))
                     == Ordering::Greater
             }

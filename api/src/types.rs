@@ -68,9 +68,9 @@ impl ResourceType {
     /// Parses a CLI word: singular, plural or the type name, case-insensitive.
     pub fn from_cli_word(word: &str) -> Option<Self> {
         let w = word.to_ascii_lowercase();
-        Self::ALL.into_iter().find(|t| {
-            t.plural() == w || t.singular() == w || t.name().to_ascii_lowercase() == w
-        })
+        Self::ALL
+            .into_iter()
+            .find(|t| t.plural() == w || t.singular() == w || t.name().to_ascii_lowercase() == w)
     }
 
     /// A stable short tag used in storage keys.

@@ -89,8 +89,7 @@ fn is_dns_label(s: &str) -> bool {
 fn is_tag_value(v: &str) -> bool {
     v == "*"
         || (!v.is_empty()
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'/' | b'_' | b'-')))
 }
 
@@ -175,12 +174,18 @@ fn validate_mesh(e: &mut ValidationError, s: &MeshSpec) {
         if b.name.is_empty() {
             e.add(format!("{path}.name"), "must not be empty");
         } else if !names.insert(b.name.as_str()) {
-            e.add(format!("{path}.name"), format!("{:?} is used by another backend", b.name));
+            e.add(
+                format!("{path}.name"),
+                format!("{:?} is used by another backend", b.name),
+            );
         }
         if b.kind != "builtin" {
             e.add(
                 format!("{path}.type"),
-                format!("{:?} is not supported; the only backend type is \"builtin\"", b.kind),
+                format!(
+                    "{:?} is not supported; the only backend type is \"builtin\"",
+                    b.kind
+                ),
             );
         }
         if let Some(mode) = &b.mode {
@@ -225,7 +230,10 @@ fn validate_dataplane(e: &mut ValidationError, s: &DataplaneSpec) {
         check_address(e, "networking.advertisedAddress", a);
     }
     if n.inbound.is_empty() && n.gateway.is_none() {
-        e.add("networking", "has to contain at least one inbound interface or gateway");
+        e.add(
+            "networking",
+            "has to contain at least one inbound interface or gateway",
+        );
     }
     for (i, inb) in n.inbound.iter().enumerate() {
         let path = format!("networking.inbound[{i}]");
@@ -295,4 +303,11 @@ fn validate_zone_ingress(e: &mut ValidationError, s: &ZoneIngressSpec) {
             e.add(format!("{path}.mesh"), "must not be empty");
         }
     }
+}
+
+/// Checks a zone name (a DNS label), reporting it under `field`.
+pub fn validate_zone_name(field: &str, name: &str) -> Result<(), ValidationError> {
+    let mut e = ValidationError::default();
+    check_dns_label(&mut e, field, name);
+    e.into_result()
 }

@@ -1,7 +1,33 @@
-//! Key material for the control planes. For now: random bearer tokens and
-//! their constant-time comparison. Mesh CAs, workload certificates and rustls
-//! configurations join here as the mesh grows. This crate holds no state and
-//! does no I/O; callers decide where material is kept.
+//! Key material for the control planes, as pure functions: nothing here does
+//! I/O or keeps state, so callers decide where PEM strings are stored and
+//! when things rotate. It covers random bearer tokens and their constant-time
+//! comparison; self-signed ECDSA P-256 CAs and the server certificates they
+//! issue ([`generate_ca`], [`issue_server_cert`], [`fingerprint`]); rustls
+//! server and client configurations with ALPN `h2` and optional mTLS
+//! ([`server_config`], [`client_config`]); and Ed25519-signed JWTs
+//! ([`SigningKey`], [`VerifyingKey`]): a generic layer ([`sign_token`],
+//! [`verify_token`]) that tells token kinds apart by the header `typ`, and
+//! zone tokens on top of it ([`issue_zone_token`], [`verify_zone_token`]).
+//! All cryptography runs on `ring`, the provider tonic's TLS uses too.
+
+mod error;
+mod pem;
+mod pki;
+mod tls;
+mod token;
+mod zone_token;
+
+pub use error::{CertError, TokenError};
+pub use pki::{fingerprint, generate_ca, issue_server_cert, CertifiedKey, BACKDATE};
+pub use tls::{client_config, server_config};
+pub use token::{
+    read_token_unverified, sign_token, verify_token, SigningKey, VerifyingKey,
+    DATAPLANE_TOKEN_KIND, ZONE_TOKEN_KIND,
+};
+pub use zone_token::{
+    issue_zone_token, read_zone_token_unverified, verify_zone_token, ZoneTokenClaims,
+    ZoneTokenScope,
+};
 
 use rand::RngCore;
 use subtle::ConstantTimeEq;

@@ -14,13 +14,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Reads the body (at most [`MAX_BODY_BYTES`]) and parses it as JSON or YAML,
 /// by `Content-Type`; without one, YAML (a superset of JSON) is assumed.
 pub async fn read_value(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Payload Too Large",
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text"))?;
     let content_type = headers
@@ -31,8 +33,9 @@ pub async fn read_value(headers: &HeaderMap, body: Body) -> Result<Value, ApiErr
         serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
     } else {
-        let mut docs = api::parse_documents(text)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {}", e.reason)))?;
+        let mut docs = api::parse_documents(text).map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid YAML: {}", e.reason))
+        })?;
         match docs.len() {
             1 => Ok(docs.remove(0)),
             0 => Err(ApiError::bad_request("the request body is empty")),

@@ -7,11 +7,13 @@
 //! the read-only types in [`rest::RestConfig`]. Errors always use Kuma's error
 //! body ([`error::ApiError`]). Nothing here generates proxy config or speaks gRPC.
 
+pub mod body;
 pub mod diagnostics;
 pub mod error;
 pub mod metrics;
+pub mod process;
 pub mod rest;
-mod body;
+pub mod token;
 
 use std::net::SocketAddr;
 
@@ -40,7 +42,10 @@ pub async fn serve(
 /// Waits for SIGTERM or SIGINT and names the one that came.
 pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",

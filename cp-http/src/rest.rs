@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use api::{Resource, ResourceKey, ResourceType, ORIGIN_LABEL};
+use api::{Resource, ResourceKey, ResourceType};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -36,8 +36,9 @@ pub struct RestConfig {
     /// Types this control plane does not accept writes for, each with the
     /// sentence a refused client is shown (405).
     pub read_only: Vec<(ResourceType, String)>,
-    /// Value of the `kuma.io/origin` label stamped on resources written here.
-    pub origin: Option<String>,
+    /// Labels stamped on every resource written here (`kuma.io/origin`, and
+    /// on a zone `kuma.io/zone`), whatever the client sent for them.
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -46,8 +47,10 @@ struct AppState {
     config: Arc<RestConfig>,
 }
 
-/// The REST router: auth, metrics and Kuma error bodies on every path.
-pub fn router(store: Store, config: RestConfig, metrics: Arc<Metrics>) -> Router {
+/// The REST router: auth, metrics and Kuma error bodies on every path,
+/// `extra`'s routes (a control plane's own, such as insights) included.
+pub fn router(store: Store, config: RestConfig, metrics: Arc<Metrics>, extra: Router) -> Router {
+    let token: Arc<str> = config.token.as_str().into();
     let state = AppState {
         store,
         config: Arc::new(config),
@@ -69,21 +72,25 @@ pub fn router(store: Store, config: RestConfig, metrics: Arc<Metrics>) -> Router
             "/:kind/:name",
             get(get_global).put(put_global).delete(delete_global),
         )
-        .route_layer(middleware::from_fn_with_state(metrics, crate::metrics::track))
+        .with_state(state)
+        .merge(extra)
+        .route_layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .fallback(|| async { ApiError::not_found("no such path") })
         .layer(middleware::from_fn(kuma_error_bodies))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(token, authenticate))
 }
 
-async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn authenticate(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(t) if certs::token_matches(t.trim(), &state.config.token) => next.run(req).await,
+        Some(t) if certs::token_matches(t.trim(), &token) => next.run(req).await,
         Some(_) => ApiError::unauthorized("the bearer token was refused").into_response(),
         None => ApiError::unauthorized(
             "missing header 'Authorization: Bearer <token>'; the admin token is in the control plane's data directory (admin-token)",
@@ -99,7 +106,8 @@ async fn kuma_error_bodies(req: Request, next: Next) -> Response {
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && !resp.headers().contains_key(header::CONTENT_TYPE)
     {
-        return ApiError::read_only(format!("{method} is not allowed on this path")).into_response();
+        return ApiError::read_only(format!("{method} is not allowed on this path"))
+            .into_response();
     }
     resp
 }
@@ -138,7 +146,9 @@ impl Target {
                 "{} are mesh-scoped: use /meshes/{{mesh}}/{kind}/{{name}}",
                 ty.plural()
             ))),
-            None => Err(ApiError::not_found(format!("{kind:?} is not a resource type"))),
+            None => Err(ApiError::not_found(format!(
+                "{kind:?} is not a resource type"
+            ))),
         }
     }
 
@@ -272,7 +282,10 @@ fn get_one(s: &AppState, t: Target, name: &str, h: &HeaderMap) -> Result<Respons
         .store
         .get(&key)?
         .ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
-    Ok(with_etag(respond(StatusCode::OK, h, &r.to_value()), r.meta.version))
+    Ok(with_etag(
+        respond(StatusCode::OK, h, &r.to_value()),
+        r.meta.version,
+    ))
 }
 
 fn list(
@@ -284,13 +297,19 @@ fn list(
 ) -> Result<Response, ApiError> {
     if let Some(mesh) = &t.mesh {
         // Listing inside a mesh that does not exist is a 404, as in Kuma.
-        if s.store.get(&ResourceKey::global(ResourceType::Mesh, mesh))?.is_none() {
+        if s.store
+            .get(&ResourceKey::global(ResourceType::Mesh, mesh))?
+            .is_none()
+        {
             return Err(ApiError::not_found(format!("mesh {mesh:?} not found")));
         }
     }
     let size = q.size.unwrap_or(DEFAULT_PAGE);
     if size == 0 || size > MAX_PAGE {
-        return Err(ApiError::invalid("size", format!("must be in the range [1, {MAX_PAGE}]")));
+        return Err(ApiError::invalid(
+            "size",
+            format!("must be in the range [1, {MAX_PAGE}]"),
+        ));
     }
     let offset = q.offset.unwrap_or(0);
     let page = s.store.list_page(t.ty, t.mesh.as_deref(), offset, size)?;
@@ -299,7 +318,11 @@ fn list(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
-        format!("http://{host}{}?offset={}&size={size}", uri.path(), offset + size)
+        format!(
+            "http://{host}{}?offset={}&size={size}",
+            uri.path(),
+            offset + size
+        )
     });
     let items: Vec<Value> = page.items.iter().map(Resource::to_value).collect();
     let body = json!({ "total": page.total, "items": items, "next": next });
@@ -316,9 +339,9 @@ fn refuse_read_only(s: &AppState, ty: ResourceType) -> Result<(), ApiError> {
 fn precondition(h: &HeaderMap) -> Result<Precondition, ApiError> {
     if let Some(v) = h.get(header::IF_MATCH) {
         let text = v.to_str().unwrap_or("").trim().trim_matches('"');
-        let version = text
-            .parse()
-            .map_err(|_| ApiError::bad_request("If-Match must be a resource version such as \"3\""))?;
+        let version = text.parse().map_err(|_| {
+            ApiError::bad_request("If-Match must be a resource version such as \"3\"")
+        })?;
         return Ok(Precondition::Version(version));
     }
     if h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some("*") {
@@ -339,9 +362,11 @@ async fn put(
     let mut value = read_value(&h, body).await?;
     // The path names the resource; a body may leave name and mesh out.
     if let Value::Object(obj) = &mut value {
-        obj.entry("name").or_insert_with(|| Value::String(name.clone()));
+        obj.entry("name")
+            .or_insert_with(|| Value::String(name.clone()));
         if let Some(mesh) = &t.mesh {
-            obj.entry("mesh").or_insert_with(|| Value::String(mesh.clone()));
+            obj.entry("mesh")
+                .or_insert_with(|| Value::String(mesh.clone()));
         }
     }
     let mut r = Resource::from_value(value)?;
@@ -368,8 +393,8 @@ async fn put(
         ));
     }
     r.validate()?;
-    if let Some(origin) = &s.config.origin {
-        r.labels.insert(ORIGIN_LABEL.to_owned(), origin.clone());
+    for (k, v) in &s.config.labels {
+        r.labels.insert(k.clone(), v.clone());
     }
     let store = s.store.clone();
     let outcome = tokio::task::spawn_blocking(move || store.put(r, pre))
@@ -380,7 +405,10 @@ async fn put(
         Outcome::Updated(r) | Outcome::Deleted(r) => (StatusCode::OK, r),
     };
     tracing::debug!(resource = %r.key(), version = r.meta.version, "stored");
-    Ok(with_etag(respond(status, &h, &r.to_value()), r.meta.version))
+    Ok(with_etag(
+        respond(status, &h, &r.to_value()),
+        r.meta.version,
+    ))
 }
 
 async fn delete(s: AppState, t: Target, name: String, h: HeaderMap) -> Result<Response, ApiError> {

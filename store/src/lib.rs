@@ -44,6 +44,12 @@ pub enum Op {
     /// Delete, optionally only at this version. Deleting a Mesh deletes the
     /// resources inside it in the same batch.
     Delete(ResourceKey, Option<u64>),
+    /// Create or overwrite a copy of a resource owned by another control
+    /// plane, keeping its creation and modification times (policy ranking
+    /// compares creation times, so every zone must see the same ones).
+    Replicate(Resource),
+    /// Delete if present; no error when absent (for sync).
+    DeleteIfExists(ResourceKey),
 }
 
 /// What one write did.
@@ -103,6 +109,7 @@ pub struct Store {
 struct Inner {
     db: sled::Db,
     resources: sled::Tree,
+    meta: sled::Tree,
     write_lock: Mutex<()>,
     changes: broadcast::Sender<Change>,
     path: Option<PathBuf>,
@@ -133,11 +140,13 @@ impl Store {
 
     fn from_db(db: sled::Db, path: Option<PathBuf>) -> Result<Store, StoreError> {
         let resources = db.open_tree("resources")?;
+        let meta = db.open_tree("meta")?;
         let (changes, _) = broadcast::channel(WATCH_CAPACITY);
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 resources,
+                meta,
                 write_lock: Mutex::new(()),
                 changes,
                 path,
@@ -201,6 +210,37 @@ impl Store {
         Ok(Page { items, total })
     }
 
+    /// Reads a small piece of control-plane state kept beside the resources
+    /// (token revocations, zone tombstones, signing keys' ids).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.inner.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a piece of control-plane state durably (flushed before return).
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inner.meta.insert(key, value)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    pub fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.meta.remove(key)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Every meta entry whose key starts with `prefix`, in key order.
+    pub fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner
+            .meta
+            .scan_prefix(prefix)
+            .map(|e| {
+                let (k, v) = e?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
+    }
+
     /// How many resources of `ty` the store holds, across meshes.
     pub fn count(&self, ty: ResourceType) -> usize {
         self.inner
@@ -216,10 +256,28 @@ impl Store {
     }
 
     /// Deletes one resource (and, for a Mesh, everything in it).
-    pub fn delete(&self, key: &ResourceKey, version: Option<u64>) -> Result<Arc<Resource>, StoreError> {
+    pub fn delete(
+        &self,
+        key: &ResourceKey,
+        version: Option<u64>,
+    ) -> Result<Arc<Resource>, StoreError> {
         let out = self.apply(vec![Op::Delete(key.clone(), version)])?;
         // The first outcome is the resource asked for; cascaded deletes follow it.
         Ok(out[0].resource().clone())
+    }
+
+    /// Applies `ops` in one batch, or, if the batch fails, one by one so only
+    /// the failing ops are refused. Returns the index and error of each op
+    /// that was not applied. For sync, where one bad resource must not hold
+    /// back the rest.
+    pub fn apply_or_each(&self, ops: Vec<Op>) -> Vec<(usize, StoreError)> {
+        if self.apply(ops.clone()).is_ok() {
+            return Vec::new();
+        }
+        ops.into_iter()
+            .enumerate()
+            .filter_map(|(i, op)| self.apply(vec![op]).err().map(|e| (i, e)))
+            .collect()
     }
 
     /// Applies `ops` atomically: all of them are checked against the store
@@ -236,8 +294,14 @@ impl Store {
         let mut pending = Pending::new(self);
         for op in ops {
             match op {
-                Op::Put(r, pre) => pending.put(r, pre, now)?,
+                Op::Put(r, pre) => pending.put(r, pre, Some(now))?,
+                Op::Replicate(r) => pending.put(r, Precondition::None, None)?,
                 Op::Delete(key, version) => pending.delete(&key, version)?,
+                Op::DeleteIfExists(key) => {
+                    if pending.current(&key)?.is_some() {
+                        pending.delete(&key, None)?;
+                    }
+                }
             }
         }
         let (mut batch, outcomes) = pending.finish();
@@ -291,7 +355,13 @@ impl<'a> Pending<'a> {
         }
     }
 
-    fn put(&mut self, mut r: Resource, pre: Precondition, now: OffsetDateTime) -> Result<(), StoreError> {
+    /// `now` is the write time; `None` keeps the resource's own times.
+    fn put(
+        &mut self,
+        mut r: Resource,
+        pre: Precondition,
+        now: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
         let key = r.key();
         if let Some(mesh) = &r.mesh {
             let mesh_key = ResourceKey::global(ResourceType::Mesh, mesh);
@@ -303,23 +373,25 @@ impl<'a> Pending<'a> {
         match (pre, &existing) {
             (Precondition::Absent, Some(_)) => return Err(StoreError::AlreadyExists(key)),
             (Precondition::Version(v), None) => {
-                return Err(StoreError::Conflict { key, expected: v, actual: None })
+                return Err(StoreError::Conflict {
+                    key,
+                    expected: v,
+                    actual: None,
+                })
             }
             (Precondition::Version(v), Some(e)) if e.meta.version != v => {
-                return Err(StoreError::Conflict { key, expected: v, actual: Some(e.meta.version) })
+                return Err(StoreError::Conflict {
+                    key,
+                    expected: v,
+                    actual: Some(e.meta.version),
+                })
             }
             _ => {}
         }
-        r.meta.modification_time = now;
-        match &existing {
-            Some(e) => {
-                r.meta.creation_time = e.meta.creation_time;
-                r.meta.version = e.meta.version + 1;
-            }
-            None => {
-                r.meta.creation_time = now;
-                r.meta.version = 1;
-            }
+        r.meta.version = existing.as_ref().map_or(1, |e| e.meta.version + 1);
+        if let Some(now) = now {
+            r.meta.modification_time = now;
+            r.meta.creation_time = existing.as_ref().map_or(now, |e| e.meta.creation_time);
         }
         let k = codec::key(key.ty, key.mesh.as_deref(), &key.name);
         self.batch.insert(k.clone(), codec::encode(&r)?);

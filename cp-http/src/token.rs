@@ -5,21 +5,24 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 /// Returns the token, its path, and whether it was just created.
-pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, PathBuf, bool)> {
+pub fn load_or_create(data_dir: &Path) -> std::io::Result<(String, PathBuf, bool)> {
     let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let named = |e: std::io::Error, what: &str| {
+        std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+    };
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok((t.trim().to_owned(), path, false)),
-        Ok(_) => anyhow::bail!(
-            "the admin token file {} is empty; delete it to have a new one written",
-            path.display()
-        ),
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "the admin token file {} is empty; delete it to have a new one written",
+                path.display()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(e) => return Err(named(e, "read")),
     }
     let token = certs::generate_token();
     let mut f = OpenOptions::new()
@@ -27,9 +30,8 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, PathBuf, bool)
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
+        .map_err(|e| named(e, "create"))?;
+    f.write_all(format!("{token}\n").as_bytes())?;
     f.sync_all()?;
     Ok((token, path, true))
 }

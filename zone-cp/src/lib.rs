@@ -1,0 +1,213 @@
+//! The zone control plane: it keeps a store of its own, synced with the
+//! global over KDS (meshes and policies down, dataplanes and ingresses up),
+//! and serves its zone from it even while the global is away.
+//!
+//! Start at [`Config`] and [`App::build`] (store, admin token, zone token,
+//! listeners), then [`App::run`]. [`kds_client`] holds the sync loop. Without
+//! `--global-address` the zone runs standalone and meshes and policies are
+//! written to it directly.
+
+pub mod kds_client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use api::ResourceType;
+use cp_http::diagnostics::Readiness;
+use cp_http::metrics::Metrics;
+use cp_http::rest::RestConfig;
+use kds::snapshot::SnapshotCache;
+use store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `zone-cp`; each may also come from its environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "zone-cp",
+    version,
+    about = "Zone control plane: syncs with the global over KDS and serves its zone.",
+    long_about = "Zone control plane: keeps meshes and policies synced from the global control \
+                  plane (KDS, gRPC over TLS, dialled from here) in an embedded store, publishes the \
+                  zone's Dataplanes and ZoneIngresses up, and serves the REST API. Without \
+                  --global-address it runs standalone.\n\n\
+                  The zone token (`meshctl generate zone-token --zone NAME` on the global) names the \
+                  zone and pins the global's CA, so no other file is needed to connect."
+)]
+pub struct Config {
+    /// Name of this zone; must match the zone token.
+    #[arg(long, env = "ZONE_CP_ZONE")]
+    pub zone: String,
+    /// Directory of the embedded store and the admin token.
+    #[arg(long, env = "ZONE_CP_DATA_DIR", default_value = "zone-cp-data")]
+    pub data_dir: PathBuf,
+    /// The global's KDS address, `grpcs://HOST:5685`. Omit to run standalone.
+    #[arg(long, env = "ZONE_CP_GLOBAL_ADDRESS", requires = "zone_token_file")]
+    pub global_address: Option<String>,
+    /// File holding the zone token issued by the global.
+    #[arg(long, env = "ZONE_CP_ZONE_TOKEN_FILE")]
+    pub zone_token_file: Option<PathBuf>,
+    /// Address of the REST API.
+    #[arg(long, env = "ZONE_CP_API_ADDR", default_value = "127.0.0.1:5681")]
+    pub api_addr: SocketAddr,
+    /// Address of /ready, /healthy and /metrics.
+    #[arg(
+        long,
+        env = "ZONE_CP_DIAGNOSTICS_ADDR",
+        default_value = "127.0.0.1:5680"
+    )]
+    pub diagnostics_addr: SocketAddr,
+    /// Target size of one KDS message to the global.
+    #[arg(long, env = "ZONE_CP_KDS_BATCH_BYTES", default_value_t = 512 * 1024)]
+    pub kds_batch_bytes: usize,
+}
+
+pub struct App {
+    zone: String,
+    store: Store,
+    api: TcpListener,
+    diagnostics: TcpListener,
+    rest: RestConfig,
+    kds: Option<kds_client::KdsClientConfig>,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        api::validate_zone_name("--zone", &config.zone)?;
+        let kds = match (&config.global_address, &config.zone_token_file) {
+            (Some(address), Some(file)) => {
+                let token = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the zone token {}", file.display()))?
+                    .trim()
+                    .to_owned();
+                let claims = certs::read_zone_token_unverified(&token)
+                    .with_context(|| format!("{} does not hold a zone token", file.display()))?;
+                if claims.zone != config.zone {
+                    bail!(
+                        "the zone token in {} is for zone {:?}, but this is zone {:?} (--zone)",
+                        file.display(),
+                        claims.zone,
+                        config.zone
+                    );
+                }
+                Some(kds_client::KdsClientConfig {
+                    zone: config.zone.clone(),
+                    global_address: address.clone(),
+                    token,
+                    kds_ca_pem: claims.kds_ca,
+                    batch_bytes: config.kds_batch_bytes,
+                })
+            }
+            _ => None,
+        };
+        let store = Store::open(&config.data_dir)?;
+        let (token, token_path, created) = cp_http::token::load_or_create(&config.data_dir)?;
+        if created {
+            tracing::info!(path = %token_path.display(), "wrote a new admin token (mode 0600); pass it to meshctl with --token-file");
+        } else {
+            tracing::info!(path = %token_path.display(), "using the admin token");
+        }
+        let api = cp_http::bind("the REST API (--api-addr)", config.api_addr).await?;
+        let diagnostics =
+            cp_http::bind("diagnostics (--diagnostics-addr)", config.diagnostics_addr).await?;
+        let mut read_only = vec![(
+            ResourceType::Zone,
+            "Zones are managed on the global control plane".to_owned(),
+        )];
+        if let Some(k) = &kds {
+            for ty in [ResourceType::Mesh, ResourceType::TrafficPermission] {
+                read_only.push((
+                    ty,
+                    format!(
+                        "{}s are managed on the global control plane ({}); change them there and they sync to this zone",
+                        ty.name(),
+                        k.global_address
+                    ),
+                ));
+            }
+        }
+        let rest = RestConfig {
+            token,
+            read_only,
+            labels: vec![
+                (api::ORIGIN_LABEL.into(), "zone".into()),
+                (api::ZONE_TAG.into(), config.zone.clone()),
+            ],
+        };
+        Ok(App {
+            zone: config.zone,
+            store,
+            api,
+            diagnostics,
+            rest,
+            kds,
+            metrics: Metrics::new(|_| {}),
+            ready: Readiness::default(),
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn diagnostics_addr(&self) -> SocketAddr {
+        self.diagnostics
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (api_addr, diag_addr) = (self.api_addr(), self.diagnostics_addr());
+        let rest = cp_http::rest::router(
+            self.store.clone(),
+            self.rest,
+            self.metrics.clone(),
+            axum::Router::new(),
+        );
+        let diag =
+            cp_http::diagnostics::router(self.store.clone(), self.metrics, self.ready.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(cp_http::serve(self.api, rest, shutdown.clone()));
+        tasks.spawn(cp_http::serve(self.diagnostics, diag, shutdown.clone()));
+        match self.kds {
+            Some(cfg) => {
+                let snapshot = SnapshotCache::start(
+                    self.store.clone(),
+                    &api::kds::ZONE_TO_GLOBAL,
+                    kds_client::is_local,
+                    shutdown.clone(),
+                )?;
+                tracing::info!(global = %cfg.global_address, "federated: syncing with the global");
+                let (store, shutdown) = (self.store.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    kds_client::run(cfg, store, snapshot, Arc::default(), shutdown).await;
+                    Ok(())
+                });
+            }
+            None => tracing::info!(
+                "standalone: no --global-address, meshes and policies are managed here"
+            ),
+        }
+        self.ready.set_ready(true);
+        tracing::info!(zone = %self.zone, api = %api_addr, diagnostics = %diag_addr, "zone control plane ready");
+        while let Some(res) = tasks.join_next().await {
+            let served = res.context("server task panicked")?;
+            if let Err(e) = served {
+                shutdown.cancel();
+                return Err(e).context("server failed");
+            }
+        }
+        self.ready.set_ready(false);
+        Ok(())
+    }
+}
