@@ -392,7 +392,7 @@ fn wrong_expired_and_revoked_tokens_are_refused() {
         &[
             "revoke",
             "zone-token",
-            "--token-file",
+            "--zone-token-file",
             token_file.to_str().unwrap(),
         ],
         None,
