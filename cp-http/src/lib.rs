@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod process;
 pub mod rest;
+pub mod tls_files;
 pub mod token;
 
 use std::net::SocketAddr;
