@@ -10,14 +10,20 @@
 //! zone tokens on top of it ([`issue_zone_token`], [`verify_zone_token`]).
 //! All cryptography runs on `ring`, the provider tonic's TLS uses too.
 
+mod dp_token;
 mod error;
+mod identity;
 mod pem;
 mod pki;
 mod tls;
 mod token;
 mod zone_token;
 
+pub use dp_token::{issue_dataplane_token, verify_dataplane_token, DataplaneTokenClaims};
 pub use error::{CertError, TokenError};
+pub use identity::{
+    cert_not_after, cert_uri_sans, generate_mesh_ca, issue_workload_cert, workload_uris,
+};
 pub use pki::{fingerprint, generate_ca, issue_server_cert, CertifiedKey, BACKDATE};
 pub use tls::{client_config, server_config};
 pub use token::{

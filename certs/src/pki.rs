@@ -38,11 +38,11 @@ impl fmt::Debug for CertifiedKey {
     }
 }
 
-fn gen_err(e: rcgen::Error) -> CertError {
+pub(crate) fn gen_err(e: rcgen::Error) -> CertError {
     CertError::Generate(e.to_string())
 }
 
-fn distinguished_name(common_name: &str) -> Result<DistinguishedName, CertError> {
+pub(crate) fn distinguished_name(common_name: &str) -> Result<DistinguishedName, CertError> {
     if common_name.trim().is_empty() {
         return Err(CertError::InvalidCommonName(common_name.to_owned()));
     }
@@ -51,7 +51,10 @@ fn distinguished_name(common_name: &str) -> Result<DistinguishedName, CertError>
     Ok(dn)
 }
 
-fn set_validity(params: &mut CertificateParams, validity: Duration) -> Result<(), CertError> {
+pub(crate) fn set_validity(
+    params: &mut CertificateParams,
+    validity: Duration,
+) -> Result<(), CertError> {
     if validity.is_zero() {
         return Err(CertError::InvalidValidity(
             "must be longer than zero".into(),
@@ -69,7 +72,7 @@ fn set_validity(params: &mut CertificateParams, validity: Duration) -> Result<()
 }
 
 /// A random positive 128-bit serial number.
-fn random_serial() -> Result<SerialNumber, CertError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, CertError> {
     let mut bytes = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| CertError::Rng)?;
@@ -78,7 +81,7 @@ fn random_serial() -> Result<SerialNumber, CertError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-fn new_key_pair() -> Result<KeyPair, CertError> {
+pub(crate) fn new_key_pair() -> Result<KeyPair, CertError> {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)
 }
 
@@ -106,12 +109,12 @@ pub fn generate_ca(common_name: &str, validity: Duration) -> Result<CertifiedKey
 
 /// A CA re-loaded from PEM so that rcgen can sign with it, plus the rest of
 /// its chain to append to what it issues.
-struct LoadedCa {
-    issuer: Issuer<'static, KeyPair>,
+pub(crate) struct LoadedCa {
+    pub(crate) issuer: Issuer<'static, KeyPair>,
     /// The CA's own certificate and any certificates after it in
     /// `cert_pem`, except a trailing self-signed root (peers have that one
     /// in their trust store; sending it is useless).
-    chain: Vec<CertificateDer<'static>>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
 }
 
 fn is_self_signed(der: &CertificateDer<'_>) -> bool {
@@ -122,7 +125,7 @@ fn is_self_signed(der: &CertificateDer<'_>) -> bool {
 
 /// Loads `ca` for signing: checks that its first certificate is a CA and
 /// that `ca.key_pem` is that certificate's key.
-fn load_ca(ca: &CertifiedKey) -> Result<LoadedCa, CertError> {
+pub(crate) fn load_ca(ca: &CertifiedKey) -> Result<LoadedCa, CertError> {
     let certs = parse_certs(&ca.cert_pem, "CA certificate")?;
     let key = KeyPair::from_pem(&ca.key_pem)
         .map_err(|e| CertError::InvalidKey(format!("CA key: {e}")))?;

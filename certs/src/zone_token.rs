@@ -33,7 +33,7 @@ pub struct ZoneTokenClaims {
     pub kds_ca: String,
 }
 
-fn random_jti() -> Result<String, CertError> {
+pub(crate) fn random_jti() -> Result<String, CertError> {
     let mut bytes = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| CertError::Rng)?;

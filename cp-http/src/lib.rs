@@ -15,6 +15,7 @@ pub mod process;
 pub mod rest;
 pub mod tls_files;
 pub mod token;
+pub mod tokens;
 
 use std::net::SocketAddr;
 

@@ -112,6 +112,27 @@ pub enum Generate {
         #[arg(long, default_value = "zone")]
         scope: String,
     },
+    /// A token a sidecar registers its Dataplane with; printed on stdout.
+    #[command(
+        after_help = "Example:\n  meshctl generate dataplane-token --mesh default --tag kuma.io/service=web > web.token"
+    )]
+    DataplaneToken {
+        #[arg(long, default_value = "default")]
+        mesh: String,
+        /// A tag the dataplane may claim, KEY=VALUE; repeat for more.
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Lifetime such as 24h, 30d (default one year).
+        #[arg(long)]
+        valid_for: Option<String>,
+    },
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +226,23 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 body["validFor"] = json!(v);
             }
             let reply = api.send(Method::POST, "/tokens/zone", Some(&body))?;
+            println!("{}", reply.text.trim());
+            Ok(())
+        }
+        Command::Generate(Generate::DataplaneToken {
+            mesh,
+            tags,
+            valid_for,
+        }) => {
+            let mut grouped: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for (k, v) in tags {
+                grouped.entry(k).or_default().push(v);
+            }
+            let mut body = json!({ "mesh": mesh, "tags": grouped });
+            if let Some(v) = valid_for {
+                body["validFor"] = json!(v);
+            }
+            let reply = api.send(Method::POST, "/tokens/dataplane", Some(&body))?;
             println!("{}", reply.text.trim());
             Ok(())
         }
@@ -407,6 +445,27 @@ mod tests {
             matches!(cli.command, Command::Generate(Generate::ZoneToken { ref zone, .. }) if zone == "dmz")
         );
         assert!(Cli::try_parse_from(["meshctl", "revoke", "zone-token"]).is_err());
+        let cli = Cli::try_parse_from([
+            "meshctl",
+            "generate",
+            "dataplane-token",
+            "--tag",
+            "kuma.io/service=web",
+            "--tag",
+            "version=v1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Generate(Generate::DataplaneToken { ref tags, ref mesh, .. }) if tags.len() == 2 && mesh == "default")
+        );
+        assert!(Cli::try_parse_from([
+            "meshctl",
+            "generate",
+            "dataplane-token",
+            "--tag",
+            "novalue"
+        ])
+        .is_err());
         assert!(Cli::try_parse_from(["meshctl", "apply"]).is_err());
         assert!(resource_type("zone-ingresses").is_ok());
         assert!(resource_type("nope").is_err());

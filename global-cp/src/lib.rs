@@ -200,12 +200,14 @@ impl App {
             |_| true,
             shutdown.clone(),
         )?;
+        let signing_key = Arc::new(self.pki.signing_key.clone());
         let global_routes = routes::routes(routes::GlobalState {
             store: self.store.clone(),
             zones: zones.clone(),
-            signing_key: Arc::new(self.pki.signing_key.clone()),
+            signing_key: signing_key.clone(),
             kds_ca_pem: self.pki.ca_pem.as_str().into(),
-        });
+        })
+        .merge(cp_http::tokens::dataplane_token_routes(signing_key));
         let rest = cp_http::rest::router(
             self.store.clone(),
             self.rest,

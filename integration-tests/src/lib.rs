@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod envoy;
 pub mod inproc;
 
 use anyhow::{bail, Context};
@@ -82,6 +83,8 @@ pub struct ControlPlane {
     pub diagnostics_addr: SocketAddr,
     /// The global's KDS address.
     pub kds_addr: Option<SocketAddr>,
+    /// A zone's dataplane server (bootstrap and ADS).
+    pub dp_addr: Option<SocketAddr>,
     pub log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -149,7 +152,13 @@ impl ControlPlane {
         data_dir: &Path,
         global: Option<(SocketAddr, &Path)>,
     ) -> anyhow::Result<ControlPlane> {
-        let mut args = vec!["--zone".to_owned(), zone.to_owned()];
+        let dp = free_addr();
+        let mut args = vec![
+            "--zone".to_owned(),
+            zone.to_owned(),
+            "--dp-server-addr".to_owned(),
+            dp.to_string(),
+        ];
         if let Some((kds, token_file)) = global {
             args.extend([
                 "--global-address".to_owned(),
@@ -158,7 +167,39 @@ impl ControlPlane {
                 token_file.display().to_string(),
             ]);
         }
-        Self::launch("zone-cp", args, data_dir, free_addr(), free_addr())
+        let mut cp = Self::launch("zone-cp", args, data_dir, free_addr(), free_addr())?;
+        cp.dp_addr = Some(dp);
+        Ok(cp)
+    }
+
+    /// Starts a standalone zone CP (no global) and waits until it is ready.
+    pub fn standalone_zone(zone: &str) -> anyhow::Result<ControlPlane> {
+        let tmp = tempfile::tempdir()?;
+        let mut cp = Self::spawn_zone(zone, &tmp.path().join("data"), None)?;
+        cp._tmp = Some(tmp);
+        cp.wait_ready()?;
+        Ok(cp)
+    }
+
+    /// Issues a dataplane token through this control plane's REST API.
+    pub fn dataplane_token(&self, mesh: &str, service: &str) -> anyhow::Result<String> {
+        let body = serde_json::json!({ "mesh": mesh, "tags": { "kuma.io/service": [service] } });
+        let r = self.client().request(
+            reqwest::Method::POST,
+            "/tokens/dataplane",
+            Some(("application/json", &body.to_string())),
+            &[],
+        );
+        anyhow::ensure!(
+            r.status == 200,
+            "token request answered {}: {:?}",
+            r.status,
+            r.body
+        );
+        r.body
+            .as_str()
+            .map(str::to_owned)
+            .context("the token is text")
     }
 
     fn launch(
@@ -185,6 +226,7 @@ impl ControlPlane {
             api_addr,
             diagnostics_addr,
             kds_addr: None,
+            dp_addr: None,
             log_path,
             _tmp: None,
         };

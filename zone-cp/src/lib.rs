@@ -7,7 +7,11 @@
 //! `--global-address` the zone runs standalone and meshes and policies are
 //! written to it directly.
 
+pub mod dp;
 pub mod kds_client;
+mod routes;
+
+pub use cp_http::tokens::now_unix;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +66,23 @@ pub struct Config {
     /// Target size of one KDS message to the global.
     #[arg(long, env = "ZONE_CP_KDS_BATCH_BYTES", default_value_t = 512 * 1024)]
     pub kds_batch_bytes: usize,
+    /// Address of the dataplane server: `POST /bootstrap` and ADS, over TLS.
+    #[arg(long, env = "ZONE_CP_DP_SERVER_ADDR", default_value = "0.0.0.0:5678")]
+    pub dp_server_addr: SocketAddr,
+    /// Names and IPs of the dataplane server's certificate (comma-separated).
+    #[arg(
+        long,
+        env = "ZONE_CP_DP_SERVER_CERT_SANS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub dp_server_cert_sans: Vec<String>,
+    /// How long a burst of changes is gathered before proxies are regenerated.
+    #[arg(long, env = "ZONE_CP_XDS_DEBOUNCE_MS", default_value_t = 5)]
+    pub xds_debounce_ms: u64,
+    /// Seconds a Dataplane is kept after its proxy's stream ends and does not return.
+    #[arg(long, env = "ZONE_CP_DATAPLANE_GRACE_SECONDS", default_value_t = 60)]
+    pub dataplane_grace_seconds: u64,
 }
 
 pub struct App {
@@ -69,6 +90,11 @@ pub struct App {
     store: Store,
     api: TcpListener,
     diagnostics: TcpListener,
+    dp_server: TcpListener,
+    dp_tls: dp::DpTls,
+    dp_signing_key: certs::SigningKey,
+    xds_debounce: std::time::Duration,
+    dataplane_grace: std::time::Duration,
     rest: RestConfig,
     kds: Option<kds_client::KdsClientConfig>,
     metrics: Arc<Metrics>,
@@ -114,6 +140,17 @@ impl App {
         let api = cp_http::bind("the REST API (--api-addr)", config.api_addr).await?;
         let diagnostics =
             cp_http::bind("diagnostics (--diagnostics-addr)", config.diagnostics_addr).await?;
+        let dp_server = cp_http::bind(
+            "the dataplane server (--dp-server-addr)",
+            config.dp_server_addr,
+        )
+        .await?;
+        let dp_tls = dp::load_tls(&config.data_dir, &config.dp_server_cert_sans)?;
+        tracing::info!(
+            ca = %config.data_dir.join("dp-server-ca.pem").display(),
+            "dataplane server CA (sidecars pin it with --ca-cert-file)"
+        );
+        let dp_signing_key = load_signing_key(&config.data_dir)?;
         let mut read_only = vec![(
             ResourceType::Zone,
             "Zones are managed on the global control plane".to_owned(),
@@ -143,6 +180,11 @@ impl App {
             store,
             api,
             diagnostics,
+            dp_server,
+            dp_tls,
+            dp_signing_key,
+            xds_debounce: std::time::Duration::from_millis(config.xds_debounce_ms),
+            dataplane_grace: std::time::Duration::from_secs(config.dataplane_grace_seconds),
             rest,
             kds,
             metrics: Metrics::new(|_| {}),
@@ -166,19 +208,63 @@ impl App {
         &self.store
     }
 
+    pub fn dp_server_addr(&self) -> SocketAddr {
+        dp::local_addr(&self.dp_server)
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (api_addr, diag_addr) = (self.api_addr(), self.diagnostics_addr());
+        let (api_addr, diag_addr, dp_addr) = (
+            self.api_addr(),
+            self.diagnostics_addr(),
+            self.dp_server_addr(),
+        );
+        let identities = dp::identity::Identities::new(self.store.clone(), &self.zone);
+        let proxies = dp::proxies::Proxies::new(self.store.clone(), &self.zone, identities);
+        let auth = dp::tokens::DataplaneAuth::new(self.store.clone(), self.dp_signing_key);
+        let zone_routes = routes::routes(self.store.clone(), proxies.clone()).merge(
+            cp_http::tokens::dataplane_token_routes(Arc::new(auth.signing_key().clone())),
+        );
         let rest = cp_http::rest::router(
             self.store.clone(),
             self.rest,
             self.metrics.clone(),
-            axum::Router::new(),
+            zone_routes,
         );
         let diag =
             cp_http::diagnostics::router(self.store.clone(), self.metrics, self.ready.clone());
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(cp_http::serve(self.api, rest, shutdown.clone()));
         tasks.spawn(cp_http::serve(self.diagnostics, diag, shutdown.clone()));
+        tasks.spawn({
+            let (p, d, s) = (proxies.clone(), self.xds_debounce, shutdown.clone());
+            async move {
+                p.run(d, s).await;
+                Ok(())
+            }
+        });
+        let bootstrap_state = dp::bootstrap::BootstrapState {
+            store: self.store.clone(),
+            zone: self.zone.clone(),
+            auth: auth.clone(),
+            ca_pem: self.dp_tls.ca_pem.clone(),
+        };
+        tasks.spawn({
+            let shutdown = shutdown.clone();
+            let (tls, grace) = (self.dp_tls, self.dataplane_grace);
+            async move {
+                dp::serve(
+                    self.dp_server,
+                    tls,
+                    bootstrap_state,
+                    proxies,
+                    auth,
+                    grace,
+                    shutdown,
+                )
+                .await
+                .map_err(std::io::Error::other)
+            }
+        });
         match self.kds {
             Some(cfg) => {
                 let snapshot = SnapshotCache::start(
@@ -199,7 +285,7 @@ impl App {
             ),
         }
         self.ready.set_ready(true);
-        tracing::info!(zone = %self.zone, api = %api_addr, diagnostics = %diag_addr, "zone control plane ready");
+        tracing::info!(zone = %self.zone, api = %api_addr, diagnostics = %diag_addr, dp_server = %dp_addr, "zone control plane ready");
         while let Some(res) = tasks.join_next().await {
             let served = res.context("server task panicked")?;
             if let Err(e) = served {
@@ -209,5 +295,20 @@ impl App {
         }
         self.ready.set_ready(false);
         Ok(())
+    }
+}
+
+/// The key this zone signs dataplane tokens with (standalone zones issue
+/// their own; a federated zone also trusts the global's).
+fn load_signing_key(data_dir: &std::path::Path) -> anyhow::Result<certs::SigningKey> {
+    let path = data_dir.join("dataplane-token-signing.key");
+    match cp_http::tls_files::read_optional(&path)? {
+        Some(pem) => certs::SigningKey::from_pem(&pem)
+            .with_context(|| format!("{} is not a signing key", path.display())),
+        None => {
+            let key = certs::SigningKey::generate()?;
+            cp_http::tls_files::write_private(&path, &key.to_pem())?;
+            Ok(key)
+        }
     }
 }

@@ -1,0 +1,99 @@
+//! The sidecar agent. `sidecar run` registers a Dataplane with its zone
+//! control plane (`POST /bootstrap` with the dataplane token, over TLS pinned
+//! to the zone's dataplane-server CA), writes the Envoy bootstrap it gets
+//! back, then starts Envoy and keeps it running: a crashed Envoy restarts
+//! with backoff; SIGTERM drains Envoy's listeners, stops it, and removes the
+//! Dataplane. The agent generates no xDS itself.
+//!
+//! Start at [`RunConfig`] and [`run`].
+
+mod envoy;
+mod register;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub use envoy::find_envoy;
+
+/// Flags of `sidecar run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunConfig {
+    /// The zone's dataplane server, `https://HOST:5678`.
+    #[arg(long, env = "SIDECAR_CP_ADDRESS")]
+    pub cp_address: String,
+    /// CA of the dataplane server (the zone writes <data-dir>/dp-server-ca.pem).
+    #[arg(long, env = "SIDECAR_CA_CERT_FILE")]
+    pub ca_cert_file: PathBuf,
+    /// The Dataplane resource (Kuma Universal YAML).
+    #[arg(long, env = "SIDECAR_DATAPLANE_FILE")]
+    pub dataplane_file: PathBuf,
+    /// The dataplane token (`meshctl generate dataplane-token`).
+    #[arg(long, env = "SIDECAR_DATAPLANE_TOKEN_FILE")]
+    pub dataplane_token_file: PathBuf,
+    /// Envoy binary; default: $ENVOY_BIN, then `envoy` on PATH.
+    #[arg(long)]
+    pub envoy_bin: Option<PathBuf>,
+    /// Envoy's admin port, on 127.0.0.1.
+    #[arg(long, env = "SIDECAR_ADMIN_PORT", default_value_t = 9901)]
+    pub admin_port: u16,
+    /// Where the bootstrap and Envoy's logs go (default: a temp dir).
+    #[arg(long, env = "SIDECAR_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// How long Envoy drains its listeners on shutdown.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub drain_seconds: Duration,
+    /// How long to keep retrying an unreachable control plane.
+    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .map(Duration::from_secs_f64)
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))
+}
+
+/// Registers, runs Envoy until a signal, then drains and deregisters.
+pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    let envoy_bin = find_envoy(cfg.envoy_bin.as_deref())?;
+    let dataplane = register::read_dataplane(&cfg.dataplane_file)?;
+    let token = std::fs::read_to_string(&cfg.dataplane_token_file)
+        .with_context(|| {
+            format!(
+                "cannot read the dataplane token {}",
+                cfg.dataplane_token_file.display()
+            )
+        })?
+        .trim()
+        .to_owned();
+    let client = register::Client::new(&cfg.cp_address, &cfg.ca_cert_file)?;
+    let bootstrap = client
+        .bootstrap(&dataplane, &token, cfg.admin_port, cfg.connect_timeout)
+        .await?;
+    let work_dir = match &cfg.work_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("sidecar-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create the work dir {}", work_dir.display()))?;
+    let bootstrap_path = work_dir.join("envoy-bootstrap.json");
+    std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)
+        .with_context(|| format!("cannot write {}", bootstrap_path.display()))?;
+    tracing::info!(path = %bootstrap_path.display(), "wrote Envoy's bootstrap");
+
+    let supervisor = envoy::Supervisor {
+        bin: envoy_bin,
+        bootstrap: bootstrap_path,
+        admin_port: cfg.admin_port,
+        drain: cfg.drain_seconds,
+    };
+    let result = supervisor.run_until_signal().await;
+    if let Err(e) = client.deregister(&dataplane, &token).await {
+        tracing::warn!(error = %e, "could not remove the Dataplane; the zone removes it when its stream stays gone");
+    } else {
+        tracing::info!("Dataplane removed");
+    }
+    result
+}

@@ -1,0 +1,75 @@
+//! Dataplane tokens: who may register which Dataplane and open its xDS
+//! stream. A token names a mesh and the tags (e.g. `kuma.io/service=web`)
+//! its holder may claim; a Dataplane whose inbounds carry other values is
+//! refused and never gets a certificate.
+
+use std::sync::{Arc, RwLock};
+
+use api::{Resource, ResourceKey, Spec};
+use certs::{DataplaneTokenClaims, SigningKey, VerifyingKey};
+use store::Store;
+
+use crate::now_unix;
+
+#[derive(Clone)]
+pub struct DataplaneAuth {
+    store: Store,
+    signing_key: Arc<SigningKey>,
+    keys: Arc<RwLock<Vec<VerifyingKey>>>,
+}
+
+impl DataplaneAuth {
+    /// `signing_key` is this zone's own (for standalone zones, which issue
+    /// their tokens); keys learnt from the global are added with `trust`.
+    pub fn new(store: Store, signing_key: SigningKey) -> Self {
+        let keys = vec![signing_key.verifying_key()];
+        Self {
+            store,
+            signing_key: Arc::new(signing_key),
+            keys: Arc::new(RwLock::new(keys)),
+        }
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing_key
+    }
+
+    pub fn trust(&self, key: VerifyingKey) {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<DataplaneTokenClaims, String> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        certs::verify_dataplane_token(&keys, token.trim(), now_unix())
+            .map_err(|e| format!("the dataplane token was refused: {e}"))
+    }
+
+    /// Whether `token` lets `dp` register.
+    pub fn check_registration(&self, dp: &Resource, token: &str) -> Result<(), String> {
+        let claims = self.verify(token)?;
+        allows(&claims, dp)
+    }
+
+    /// Whether `token` lets the proxy of `key` (already registered) stream.
+    pub fn check_stream(&self, key: &ResourceKey, token: Option<&str>) -> Result<(), String> {
+        let token = token.ok_or("no dataplane token on the xDS stream (authorization metadata)")?;
+        let claims = self.verify(token)?;
+        let dp = self
+            .store
+            .get(key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{key} is not registered; POST /bootstrap first"))?;
+        allows(&claims, &dp)
+    }
+}
+
+fn allows(claims: &DataplaneTokenClaims, dp: &Resource) -> Result<(), String> {
+    let Spec::Dataplane(spec) = &dp.spec else {
+        return Err("not a Dataplane".into());
+    };
+    let tags: Vec<_> = spec.networking.inbound.iter().map(|i| &i.tags).collect();
+    claims.allows(dp.mesh.as_deref().unwrap_or_default(), &tags)
+}
