@@ -20,6 +20,19 @@ pub enum CertError {
     /// A common name is empty or cannot be encoded.
     #[error("invalid common name {0:?}")]
     InvalidCommonName(String),
+    /// A mesh or zone name is empty or has characters that cannot go into a
+    /// certificate's names (whitespace, control or non-ASCII characters, `/`).
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        what: String,
+        name: String,
+        reason: String,
+    },
+    /// A certificate signing request is not PEM, does not parse, is not
+    /// signed by its own key, or is for a key of another type than ECDSA
+    /// P-256.
+    #[error("invalid certificate signing request: {0}")]
+    InvalidCsr(String),
     /// A validity period is zero or too large to represent.
     #[error("invalid validity period: {0}")]
     InvalidValidity(String),

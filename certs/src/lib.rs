@@ -8,6 +8,12 @@
 //! ([`SigningKey`], [`VerifyingKey`]): a generic layer ([`sign_token`],
 //! [`verify_token`]) that tells token kinds apart by the header `typ`, and
 //! zone tokens on top of it ([`issue_zone_token`], [`verify_zone_token`]).
+//! Mesh identities: a root CA per mesh ([`generate_mesh_ca`]), per-zone
+//! intermediates signed from the zones' CSRs ([`intermediate_request`],
+//! [`sign_intermediate`]), workload certificates with SPIFFE and `kuma://`
+//! URI SANs ([`issue_workload_cert`]), and dataplane tokens saying which mesh
+//! and tags a dataplane may claim ([`issue_dataplane_token`],
+//! [`DataplaneTokenClaims::allows`]).
 //! All cryptography runs on `ring`, the provider tonic's TLS uses too.
 
 mod dp_token;
@@ -15,6 +21,8 @@ mod error;
 mod identity;
 mod pem;
 mod pki;
+#[cfg(test)]
+mod test_support;
 mod tls;
 mod token;
 mod zone_token;
@@ -22,7 +30,8 @@ mod zone_token;
 pub use dp_token::{issue_dataplane_token, verify_dataplane_token, DataplaneTokenClaims};
 pub use error::{CertError, TokenError};
 pub use identity::{
-    cert_not_after, cert_uri_sans, generate_mesh_ca, issue_workload_cert, workload_uris,
+    cert_not_after, cert_uri_sans, generate_mesh_ca, intermediate_request, issue_workload_cert,
+    sign_intermediate, workload_uris, IntermediateRequest,
 };
 pub use pki::{fingerprint, generate_ca, issue_server_cert, CertifiedKey, BACKDATE};
 pub use tls::{client_config, server_config};

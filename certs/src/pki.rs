@@ -71,6 +71,26 @@ pub(crate) fn set_validity(
     Ok(())
 }
 
+/// [`set_validity`], with `notAfter` capped at `cap` (the issuer's own
+/// `notAfter`: a certificate cannot usefully outlive its issuer). Fails when
+/// the cap is already past.
+pub(crate) fn set_validity_capped(
+    params: &mut CertificateParams,
+    validity: Duration,
+    cap: OffsetDateTime,
+) -> Result<(), CertError> {
+    set_validity(params, validity)?;
+    if params.not_after > cap {
+        params.not_after = cap;
+    }
+    if params.not_after <= OffsetDateTime::now_utc() {
+        return Err(CertError::InvalidCa(format!(
+            "the issuing CA expired at {cap}"
+        )));
+    }
+    Ok(())
+}
+
 /// A random positive 128-bit serial number.
 pub(crate) fn random_serial() -> Result<SerialNumber, CertError> {
     let mut bytes = [0u8; 16];
@@ -115,6 +135,8 @@ pub(crate) struct LoadedCa {
     /// `cert_pem`, except a trailing self-signed root (peers have that one
     /// in their trust store; sending it is useless).
     pub(crate) chain: Vec<CertificateDer<'static>>,
+    /// The CA certificate's `notAfter`.
+    pub(crate) not_after: OffsetDateTime,
 }
 
 fn is_self_signed(der: &CertificateDer<'_>) -> bool {
@@ -142,13 +164,18 @@ pub(crate) fn load_ca(ca: &CertifiedKey) -> Result<LoadedCa, CertError> {
             "private key does not belong to the certificate".into(),
         ));
     }
+    let not_after = parsed.validity().not_after.to_datetime();
     let issuer = Issuer::from_ca_cert_der(ca_der, key)
         .map_err(|e| CertError::InvalidCa(format!("cannot use certificate as issuer: {e}")))?;
     let mut chain = certs;
     if chain.last().is_some_and(is_self_signed) {
         chain.pop();
     }
-    Ok(LoadedCa { issuer, chain })
+    Ok(LoadedCa {
+        issuer,
+        chain,
+        not_after,
+    })
 }
 
 /// Parses one SAN: an IP address (IPv6 may be bracketed) or a DNS name

@@ -90,75 +90,16 @@ pub fn client_config(
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
     use std::time::Duration;
 
     use rustls::pki_types::ServerName;
-    use rustls::{CertificateError, ClientConnection, Error as TlsError, ServerConnection};
+    use rustls::{CertificateError, Error as TlsError};
 
     use super::*;
+    use crate::test_support::{session, Failure};
     use crate::{generate_ca, issue_server_cert};
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
-
-    #[derive(Debug)]
-    enum Failure {
-        Client(TlsError),
-        Server(TlsError),
-    }
-
-    /// Moves all pending TLS records client → server, then server → client.
-    fn pump(client: &mut ClientConnection, server: &mut ServerConnection) -> Result<(), Failure> {
-        let mut buf = Vec::new();
-        while client.wants_write() {
-            client.write_tls(&mut buf).expect("write to Vec");
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            server.read_tls(&mut rd).expect("read from slice");
-            server.process_new_packets().map_err(Failure::Server)?;
-        }
-        buf.clear();
-        while server.wants_write() {
-            server.write_tls(&mut buf).expect("write to Vec");
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            client.read_tls(&mut rd).expect("read from slice");
-            client.process_new_packets().map_err(Failure::Client)?;
-        }
-        Ok(())
-    }
-
-    /// Runs a TLS session in memory: the handshake, then "ping" one way and
-    /// "pong" the other. Returns the ALPN protocol the client saw.
-    fn session(
-        client_cfg: ClientConfig,
-        server_cfg: ServerConfig,
-        server_name: &str,
-    ) -> Result<Option<Vec<u8>>, Failure> {
-        let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-        let mut client = ClientConnection::new(Arc::new(client_cfg), name).expect("client");
-        let mut server = ServerConnection::new(Arc::new(server_cfg)).expect("server");
-        for _ in 0..10 {
-            pump(&mut client, &mut server)?;
-            if !client.is_handshaking() && !server.is_handshaking() {
-                break;
-            }
-        }
-        assert!(!client.is_handshaking() && !server.is_handshaking());
-
-        client.writer().write_all(b"ping").expect("buffer");
-        pump(&mut client, &mut server)?;
-        let mut got = [0u8; 4];
-        server.reader().read_exact(&mut got).expect("ping arrives");
-        assert_eq!(&got, b"ping");
-        server.writer().write_all(b"pong").expect("buffer");
-        pump(&mut client, &mut server)?;
-        client.reader().read_exact(&mut got).expect("pong arrives");
-        assert_eq!(&got, b"pong");
-        Ok(client.alpn_protocol().map(<[u8]>::to_vec))
-    }
 
     fn sans(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
