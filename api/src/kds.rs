@@ -16,12 +16,19 @@ use crate::{Resource, ResourceType, ValidationError};
 const TYPE_URL_PREFIX: &str = "type.mesh.kds/v1.";
 
 /// Which way a type flows.
-pub const GLOBAL_TO_ZONE: [ResourceType; 3] = [
+pub const GLOBAL_TO_ZONE: [ResourceType; 5] = [
     ResourceType::Mesh,
     ResourceType::TrafficPermission,
     ResourceType::ZoneIngress,
+    ResourceType::ZoneIntermediate,
+    ResourceType::DataplaneTokenKey,
 ];
-pub const ZONE_TO_GLOBAL: [ResourceType; 2] = [ResourceType::Dataplane, ResourceType::ZoneIngress];
+pub const ZONE_TO_GLOBAL: [ResourceType; 4] = [
+    ResourceType::Dataplane,
+    ResourceType::ZoneIngress,
+    ResourceType::MeshCaRequest,
+    ResourceType::DataplaneInsight,
+];
 
 pub fn type_url(ty: ResourceType) -> String {
     format!("{TYPE_URL_PREFIX}{}", ty.name())

@@ -13,6 +13,7 @@ pub mod kds;
 mod resource;
 pub mod selector;
 mod spec;
+mod system;
 mod types;
 mod validate;
 pub use validate::validate_zone_name;
@@ -20,6 +21,7 @@ pub use validate::validate_zone_name;
 pub use error::{ParseError, ValidationError, Violation};
 pub use resource::{parse_documents, Meta, Resource};
 pub use spec::*;
+pub use system::*;
 pub use types::{ResourceKey, ResourceType};
 
 /// Tag key that names a service.

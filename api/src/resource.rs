@@ -69,6 +69,10 @@ impl Resource {
             Spec::Dataplane(_) => ResourceType::Dataplane,
             Spec::ZoneIngress(_) => ResourceType::ZoneIngress,
             Spec::Zone(_) => ResourceType::Zone,
+            Spec::MeshCaRequest(_) => ResourceType::MeshCaRequest,
+            Spec::ZoneIntermediate(_) => ResourceType::ZoneIntermediate,
+            Spec::DataplaneTokenKey(_) => ResourceType::DataplaneTokenKey,
+            Spec::DataplaneInsight(_) => ResourceType::DataplaneInsight,
         }
     }
 
@@ -143,6 +147,16 @@ impl Resource {
             ResourceType::Dataplane => spec_from(rest, &mut errors).map(Spec::Dataplane),
             ResourceType::ZoneIngress => spec_from(rest, &mut errors).map(Spec::ZoneIngress),
             ResourceType::Zone => spec_from(rest, &mut errors).map(Spec::Zone),
+            ResourceType::MeshCaRequest => spec_from(rest, &mut errors).map(Spec::MeshCaRequest),
+            ResourceType::ZoneIntermediate => {
+                spec_from(rest, &mut errors).map(Spec::ZoneIntermediate)
+            }
+            ResourceType::DataplaneTokenKey => {
+                spec_from(rest, &mut errors).map(Spec::DataplaneTokenKey)
+            }
+            ResourceType::DataplaneInsight => {
+                spec_from(rest, &mut errors).map(Spec::DataplaneInsight)
+            }
         };
         errors.clone().into_result()?;
         let spec = spec.ok_or(errors)?;
@@ -184,6 +198,10 @@ impl Resource {
             Spec::Dataplane(s) => to_object(s),
             Spec::ZoneIngress(s) => to_object(s),
             Spec::Zone(s) => to_object(s),
+            Spec::MeshCaRequest(s) => to_object(s),
+            Spec::ZoneIntermediate(s) => to_object(s),
+            Spec::DataplaneTokenKey(s) => to_object(s),
+            Spec::DataplaneInsight(s) => to_object(s),
         };
         obj.extend(spec);
         Value::Object(obj)

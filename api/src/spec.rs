@@ -19,6 +19,10 @@ pub enum Spec {
     Dataplane(DataplaneSpec),
     ZoneIngress(ZoneIngressSpec),
     Zone(ZoneSpec),
+    MeshCaRequest(crate::system::MeshCaRequestSpec),
+    ZoneIntermediate(crate::system::ZoneIntermediateSpec),
+    DataplaneTokenKey(crate::system::DataplaneTokenKeySpec),
+    DataplaneInsight(crate::system::DataplaneInsightSpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

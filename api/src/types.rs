@@ -8,15 +8,23 @@ pub enum ResourceType {
     Dataplane,
     ZoneIngress,
     Zone,
+    MeshCaRequest,
+    ZoneIntermediate,
+    DataplaneTokenKey,
+    DataplaneInsight,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 5] = [
+    pub const ALL: [ResourceType; 9] = [
         ResourceType::Mesh,
         ResourceType::TrafficPermission,
         ResourceType::Dataplane,
         ResourceType::ZoneIngress,
         ResourceType::Zone,
+        ResourceType::MeshCaRequest,
+        ResourceType::ZoneIntermediate,
+        ResourceType::DataplaneTokenKey,
+        ResourceType::DataplaneInsight,
     ];
 
     /// The `type` field value, as Kuma writes it.
@@ -27,6 +35,10 @@ impl ResourceType {
             ResourceType::Dataplane => "Dataplane",
             ResourceType::ZoneIngress => "ZoneIngress",
             ResourceType::Zone => "Zone",
+            ResourceType::MeshCaRequest => "MeshCaRequest",
+            ResourceType::ZoneIntermediate => "ZoneIntermediate",
+            ResourceType::DataplaneTokenKey => "DataplaneTokenKey",
+            ResourceType::DataplaneInsight => "DataplaneInsight",
         }
     }
 
@@ -38,6 +50,10 @@ impl ResourceType {
             ResourceType::Dataplane => "dataplanes",
             ResourceType::ZoneIngress => "zone-ingresses",
             ResourceType::Zone => "zones",
+            ResourceType::MeshCaRequest => "mesh-ca-requests",
+            ResourceType::ZoneIntermediate => "zone-intermediates",
+            ResourceType::DataplaneTokenKey => "dataplane-token-keys",
+            ResourceType::DataplaneInsight => "dataplane-insights",
         }
     }
 
@@ -49,6 +65,10 @@ impl ResourceType {
             ResourceType::Dataplane => "dataplane",
             ResourceType::ZoneIngress => "zone-ingress",
             ResourceType::Zone => "zone",
+            ResourceType::MeshCaRequest => "mesh-ca-request",
+            ResourceType::ZoneIntermediate => "zone-intermediate",
+            ResourceType::DataplaneTokenKey => "dataplane-token-key",
+            ResourceType::DataplaneInsight => "dataplane-insight",
         }
     }
 
@@ -56,7 +76,23 @@ impl ResourceType {
     pub fn is_mesh_scoped(self) -> bool {
         matches!(
             self,
-            ResourceType::TrafficPermission | ResourceType::Dataplane
+            ResourceType::TrafficPermission
+                | ResourceType::Dataplane
+                | ResourceType::MeshCaRequest
+                | ResourceType::ZoneIntermediate
+                | ResourceType::DataplaneInsight
+        )
+    }
+
+    /// Whether only the control planes write this type (read-only on the
+    /// REST API).
+    pub fn is_system(self) -> bool {
+        matches!(
+            self,
+            ResourceType::MeshCaRequest
+                | ResourceType::ZoneIntermediate
+                | ResourceType::DataplaneTokenKey
+                | ResourceType::DataplaneInsight
         )
     }
 
@@ -81,6 +117,10 @@ impl ResourceType {
             ResourceType::Dataplane => "dp",
             ResourceType::ZoneIngress => "zi",
             ResourceType::Zone => "zone",
+            ResourceType::MeshCaRequest => "mcr",
+            ResourceType::ZoneIntermediate => "zint",
+            ResourceType::DataplaneTokenKey => "dtk",
+            ResourceType::DataplaneInsight => "dpi",
         }
     }
 }

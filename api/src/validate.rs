@@ -40,7 +40,10 @@ impl Resource {
             Spec::TrafficPermission(s) => validate_traffic_permission(&mut e, s),
             Spec::Dataplane(s) => validate_dataplane(&mut e, s),
             Spec::ZoneIngress(s) => validate_zone_ingress(&mut e, s),
-            Spec::Zone(_) => {}
+            Spec::Zone(_) | Spec::DataplaneInsight(_) => {}
+            Spec::MeshCaRequest(s) => crate::system::validate_mesh_ca_request(&mut e, s),
+            Spec::ZoneIntermediate(s) => crate::system::validate_zone_intermediate(&mut e, s),
+            Spec::DataplaneTokenKey(s) => crate::system::validate_dataplane_token_key(&mut e, s),
         }
         e.into_result()
     }

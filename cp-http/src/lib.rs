@@ -10,6 +10,7 @@
 pub mod body;
 pub mod diagnostics;
 pub mod error;
+pub mod insights;
 pub mod metrics;
 pub mod process;
 pub mod rest;

@@ -330,6 +330,12 @@ fn list(
 }
 
 fn refuse_read_only(s: &AppState, ty: ResourceType) -> Result<(), ApiError> {
+    if ty.is_system() {
+        return Err(ApiError::read_only(format!(
+            "{} resources are written by the control planes, not through the API",
+            ty.name()
+        )));
+    }
     match s.config.read_only.iter().find(|(t, _)| *t == ty) {
         Some((_, why)) => Err(ApiError::read_only(why.clone())),
         None => Ok(()),

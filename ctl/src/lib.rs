@@ -22,7 +22,7 @@ use client::{err, ApiClient, CliError};
     name = "meshctl",
     version,
     about = "Manage the mesh control plane through its REST API",
-    after_help = "Examples:\n  meshctl apply -f policies.yaml\n  meshctl get traffic-permissions --mesh default -o yaml\n  meshctl generate zone-token --zone dmz > dmz.token\n  meshctl inspect zones"
+    after_help = "Examples:\n  meshctl apply -f policies.yaml\n  meshctl get traffic-permissions --mesh default -o yaml\n  meshctl generate zone-token --zone dmz > dmz.token\n  meshctl inspect zones\n  meshctl inspect dataplanes --mesh default"
 )]
 pub struct Cli {
     /// URL of the control plane's REST API.
@@ -159,6 +159,15 @@ pub enum Inspect {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: Format,
     },
+    /// Dataplanes with their proxy status: Online/Offline, ACKed versions,
+    /// last NACK, certificate expiry.
+    Dataplanes {
+        /// Only this mesh (default: every mesh).
+        #[arg(long)]
+        mesh: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
 }
 
 fn token(cli: &Cli) -> Result<Option<String>, CliError> {
@@ -270,6 +279,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let v = api.send(Method::GET, "/zones+insights", None)?.json()?;
             let items = v["items"].as_array().cloned().unwrap_or_default();
             print_items(&items, *output, output::zones_table)
+        }
+        Command::Inspect(Inspect::Dataplanes { mesh, output }) => {
+            let path = match mesh {
+                Some(m) => format!("/meshes/{m}/dataplanes+insights"),
+                None => "/dataplanes+insights".to_owned(),
+            };
+            let v = api.send(Method::GET, &path, None)?.json()?;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            print_items(&items, *output, output::dataplanes_table)
         }
     }
 }

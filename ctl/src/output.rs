@@ -145,6 +145,23 @@ pub fn resource_table(ty: ResourceType, items: &[Value]) -> String {
                 })
                 .collect(),
         ),
+        ResourceType::DataplaneInsight => dataplanes_table(items),
+        ResourceType::MeshCaRequest
+        | ResourceType::ZoneIntermediate
+        | ResourceType::DataplaneTokenKey => table(
+            vec!["MESH", "NAME", "ZONE", "CREATED"],
+            items
+                .iter()
+                .map(|i| {
+                    vec![
+                        s(&i["mesh"]),
+                        s(&i["name"]),
+                        s(&i["labels"]["kuma.io/zone"]),
+                        age(i),
+                    ]
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -199,6 +216,57 @@ pub fn zones_table(items: &[Value]) -> String {
 pub fn yaml_documents(items: &[Value]) -> Result<String, serde_yaml::Error> {
     let docs: Result<Vec<String>, _> = items.iter().map(serde_yaml::to_string).collect();
     Ok(docs?.join("---\n"))
+}
+
+/// The dataplanes table of `meshctl inspect dataplanes`, from
+/// DataplaneInsight items.
+pub fn dataplanes_table(items: &[Value]) -> String {
+    table(
+        vec![
+            "MESH",
+            "NAME",
+            "ZONE",
+            "STATUS",
+            "LDS",
+            "CDS",
+            "NACKS",
+            "LAST NACK",
+            "CERT EXPIRY",
+        ],
+        items
+            .iter()
+            .map(|item| {
+                // An overview (`dataplanes+insights`) or a bare insight.
+                let (i, labels) = match item.get("dataplaneInsight") {
+                    Some(ins) => (ins, &item["dataplane"]["labels"]),
+                    None => (item, &item["labels"]),
+                };
+                let acked = |suffix: &str| {
+                    i["acked"]
+                        .as_object()
+                        .and_then(|m| m.iter().find(|(k, _)| k.ends_with(suffix)))
+                        .map(|(_, v)| s(v))
+                        .unwrap_or_else(|| "-".into())
+                };
+                let status = if i["connected"].as_bool().unwrap_or(false) {
+                    "Online"
+                } else {
+                    "Offline"
+                };
+                vec![
+                    s(&item["mesh"]),
+                    s(&item["name"]),
+                    s(&labels["kuma.io/zone"]),
+                    status.to_owned(),
+                    acked("Listener"),
+                    acked("Cluster"),
+                    i["nacks"].as_u64().unwrap_or(0).to_string(),
+                    s(&i["lastNack"]),
+                    s(&i["certExpiry"]),
+                ]
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! who may connect (zone tokens) and what happens to a deleted zone.
 
 pub mod kds_server;
+pub mod mesh_ca;
 pub mod pki;
 pub mod routes;
 pub mod zones;
@@ -207,7 +208,8 @@ impl App {
             signing_key: signing_key.clone(),
             kds_ca_pem: self.pki.ca_pem.as_str().into(),
         })
-        .merge(cp_http::tokens::dataplane_token_routes(signing_key));
+        .merge(cp_http::tokens::dataplane_token_routes(signing_key))
+        .merge(cp_http::insights::routes(self.store.clone(), true));
         let rest = cp_http::rest::router(
             self.store.clone(),
             self.rest,
@@ -240,6 +242,8 @@ impl App {
                 shutdown.clone().cancelled_owned(),
             );
 
+        mesh_ca::publish_token_key(&self.store, &self.pki.signing_key.verifying_key())
+            .context("publishing the dataplane-token key")?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(cp_http::serve(self.api, rest, shutdown.clone()));
         tasks.spawn(cp_http::serve(self.diagnostics, diag, shutdown.clone()));
@@ -248,6 +252,13 @@ impl App {
             let (store, shutdown) = (self.store.clone(), shutdown.clone());
             async move {
                 zones::watch_lifecycle(store, zones, shutdown).await;
+                Ok(())
+            }
+        });
+        tasks.spawn({
+            let (store, shutdown) = (self.store.clone(), shutdown.clone());
+            async move {
+                mesh_ca::run(store, shutdown).await;
                 Ok(())
             }
         });

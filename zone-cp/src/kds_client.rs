@@ -219,7 +219,10 @@ struct ZoneSink {
 pub fn is_synced_from_global(r: &api::Resource, zone: &str) -> bool {
     match r.ty() {
         ResourceType::ZoneIngress => r.labels.get(ZONE_TAG).is_some_and(|z| z != zone),
-        ResourceType::Mesh | ResourceType::TrafficPermission => true,
+        ResourceType::Mesh
+        | ResourceType::TrafficPermission
+        | ResourceType::ZoneIntermediate
+        | ResourceType::DataplaneTokenKey => true,
         _ => false,
     }
 }

@@ -218,7 +218,8 @@ impl App {
             self.diagnostics_addr(),
             self.dp_server_addr(),
         );
-        let identities = dp::identity::Identities::new(self.store.clone(), &self.zone);
+        let identities =
+            dp::identity::Identities::new(self.store.clone(), &self.zone, self.kds.is_some());
         let proxies = dp::proxies::Proxies::new(self.store.clone(), &self.zone, identities);
         let auth = dp::tokens::DataplaneAuth::new(self.store.clone(), self.dp_signing_key);
         let zone_routes = routes::routes(self.store.clone(), proxies.clone()).merge(
@@ -239,6 +240,18 @@ impl App {
             let (p, d, s) = (proxies.clone(), self.xds_debounce, shutdown.clone());
             async move {
                 p.run(d, s).await;
+                Ok(())
+            }
+        });
+        tasks.spawn({
+            let (store, zone, p, s) = (
+                self.store.clone(),
+                self.zone.clone(),
+                proxies.clone(),
+                shutdown.clone(),
+            );
+            async move {
+                dp::insights::run(store, zone, p, INSIGHT_INTERVAL, s).await;
                 Ok(())
             }
         });
@@ -297,6 +310,9 @@ impl App {
         Ok(())
     }
 }
+
+/// How often changed dataplane insights are written (and synced up).
+const INSIGHT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The key this zone signs dataplane tokens with (standalone zones issue
 /// their own; a federated zone also trusts the global's).

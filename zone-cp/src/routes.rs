@@ -25,7 +25,11 @@ pub fn routes(store: Store, proxies: Proxies) -> Router {
     Router::new()
         .route("/meshes/:mesh/dataplanes/:name/_overview", get(overview))
         .route("/meshes/:mesh/dataplanes/:name/_config", get(config))
-        .with_state(ZoneState { store, proxies })
+        .with_state(ZoneState {
+            store: store.clone(),
+            proxies,
+        })
+        .merge(cp_http::insights::routes(store, false))
 }
 
 async fn overview(
@@ -39,13 +43,7 @@ async fn overview(
         .get(&key)?
         .ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
     let insight = s.proxies.status(&key).unwrap_or_default();
-    let body = json!({
-        "type": "DataplaneOverview",
-        "mesh": mesh,
-        "name": name,
-        "dataplane": dp.to_value(),
-        "dataplaneInsight": insight,
-    });
+    let body = cp_http::insights::overview(&dp, json!(insight));
     Ok(respond(StatusCode::OK, &h, &body))
 }
 

@@ -5,18 +5,26 @@
 //! waits a short debounce, then regenerates only the proxies of the meshes
 //! that changed and publishes a snapshot only when its content differs, so
 //! an unrelated write sends nothing to any Envoy.
+//!
+//! A mesh's inputs (Mesh, TrafficPermissions, Dataplanes) are loaded once
+//! per pass into a [`MeshContext`] shared by all its proxies, endpoints are
+//! looked up through a per-service index, and identical encoded resources
+//! (a cluster, an endpoint list, the mesh CA) are interned so a thousand
+//! proxies hold one copy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Weak;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::{Resource, ResourceKey, ResourceType, Spec};
 use serde::Serialize;
 use store::Store;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
+use xds_api::pb::google::protobuf::Any;
 
-use super::identity::Identities;
+use super::identity::{Identities, IdentityError};
 use super::snapshot::ProxySnapshot;
 
 /// What the zone knows of one proxy's xDS stream, for insights.
@@ -38,6 +46,8 @@ struct Entry {
     tx: watch::Sender<Arc<ProxySnapshot>>,
     streams: usize,
     status: ProxyStatus,
+    /// The status changed since the insight was last written.
+    dirty: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +59,135 @@ pub enum ProxyError {
     #[error("cannot generate config: {0}")]
     Generate(String),
     #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
     Store(#[from] store::StoreError),
+}
+
+/// A mesh's inputs, loaded once per generation pass.
+pub struct MeshContext {
+    pub mesh: Resource,
+    pub traffic_permissions: Vec<Resource>,
+    /// This zone's Dataplanes of the mesh.
+    pub dataplanes: Vec<Resource>,
+    /// Service name to the indexes in `dataplanes` that have an inbound of it.
+    by_service: HashMap<String, Vec<usize>>,
+    /// Endpoint sources per set of outbound services, built on first use.
+    sources: Mutex<HashMap<BTreeSet<String>, Arc<Vec<Resource>>>>,
+}
+
+impl MeshContext {
+    pub fn load(store: &Store, zone: &str, mesh: &str) -> Result<Option<Self>, ProxyError> {
+        let Some(mesh_res) = store.get(&ResourceKey::global(ResourceType::Mesh, mesh))? else {
+            return Ok(None);
+        };
+        let traffic_permissions = store.list(ResourceType::TrafficPermission, Some(mesh))?;
+        let dataplanes: Vec<Resource> = store
+            .list(ResourceType::Dataplane, Some(mesh))?
+            .into_iter()
+            .filter(|d| d.labels.get(api::ZONE_TAG).is_none_or(|z| z == zone))
+            .collect();
+        let mut by_service: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, dp) in dataplanes.iter().enumerate() {
+            for service in services(dp, |n| &n.inbound) {
+                let list = by_service.entry(service).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        Ok(Some(Self {
+            mesh: mesh_res,
+            traffic_permissions,
+            dataplanes,
+            by_service,
+            sources: Mutex::default(),
+        }))
+    }
+
+    /// The Dataplanes that serve any of `dp`'s outbound services: all that
+    /// its endpoints can come from.
+    fn endpoint_sources(&self, dp: &Resource) -> Arc<Vec<Resource>> {
+        let wanted: BTreeSet<String> = services(dp, |n| &n.outbound).collect();
+        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = cache.get(&wanted) {
+            return found.clone();
+        }
+        let idx: BTreeSet<usize> = wanted
+            .iter()
+            .filter_map(|s| self.by_service.get(s))
+            .flatten()
+            .copied()
+            .collect();
+        let list = Arc::new(
+            idx.into_iter()
+                .map(|i| self.dataplanes[i].clone())
+                .collect(),
+        );
+        cache.insert(wanted, Arc::clone(&list));
+        list
+    }
+}
+
+/// The `kuma.io/service` values of a dataplane's inbounds or outbounds.
+fn services<'a, T: HasTags + 'a>(
+    dp: &'a Resource,
+    pick: impl Fn(&'a api::DataplaneNetworking) -> &'a Vec<T>,
+) -> impl Iterator<Item = String> + 'a {
+    let list: &[T] = match &dp.spec {
+        Spec::Dataplane(d) => pick(&d.networking),
+        _ => &[],
+    };
+    list.iter()
+        .filter_map(|x| x.tags().get(api::SERVICE_TAG).cloned())
+}
+
+trait HasTags {
+    fn tags(&self) -> &api::Tags;
+}
+
+impl HasTags for api::Inbound {
+    fn tags(&self) -> &api::Tags {
+        &self.tags
+    }
+}
+
+impl HasTags for api::Outbound {
+    fn tags(&self) -> &api::Tags {
+        &self.tags
+    }
+}
+
+/// Shares equal encoded resources between proxies.
+#[derive(Default)]
+struct Interner {
+    map: HashMap<(String, String, u64), Weak<Any>>,
+    inserts: usize,
+}
+
+impl Interner {
+    fn intern(&mut self, type_url: &str, name: &str, any: Any) -> Arc<Any> {
+        let key = (type_url.to_owned(), name.to_owned(), fnv(&any.value));
+        if let Some(found) = self.map.get(&key).and_then(Weak::upgrade) {
+            if found.value == any.value {
+                return found;
+            }
+        }
+        let shared = Arc::new(any);
+        self.map.insert(key, Arc::downgrade(&shared));
+        self.inserts += 1;
+        if self.inserts >= self.map.len().max(1024) {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.inserts = 0;
+        }
+        shared
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The registry; cheap to clone.
@@ -59,6 +197,10 @@ pub struct Proxies {
     zone: String,
     identities: Identities,
     inner: Arc<Mutex<HashMap<ResourceKey, Entry>>>,
+    contexts: Arc<Mutex<HashMap<String, Arc<MeshContext>>>>,
+    interner: Arc<Mutex<Interner>>,
+    /// Wakes the insight writer.
+    changed: Arc<Notify>,
 }
 
 impl Proxies {
@@ -68,6 +210,9 @@ impl Proxies {
             zone: zone.to_owned(),
             identities,
             inner: Arc::default(),
+            contexts: Arc::default(),
+            interner: Arc::default(),
+            changed: Arc::default(),
         }
     }
 
@@ -75,56 +220,89 @@ impl Proxies {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// The mesh's context, loaded when there is none cached.
+    fn context(&self, mesh: &str) -> Result<Arc<MeshContext>, ProxyError> {
+        if let Some(c) = self
+            .contexts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mesh)
+        {
+            return Ok(c.clone());
+        }
+        self.reload_context(mesh)
+    }
+
+    fn reload_context(&self, mesh: &str) -> Result<Arc<MeshContext>, ProxyError> {
+        let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+        match MeshContext::load(&self.store, &self.zone, mesh)? {
+            Some(c) => {
+                let c = Arc::new(c);
+                contexts.insert(mesh.to_owned(), c.clone());
+                Ok(c)
+            }
+            None => {
+                contexts.remove(mesh);
+                Err(ProxyError::UnknownMesh(mesh.to_owned()))
+            }
+        }
+    }
+
     /// Generates the config of one dataplane from the store as it is now.
     pub fn generate(&self, key: &ResourceKey) -> Result<ProxySnapshot, ProxyError> {
+        let mesh = key.mesh.clone().unwrap_or_default();
+        let ctx = self.reload_context(&mesh)?;
+        self.generate_in(&ctx, key)
+    }
+
+    /// Generates the config of one dataplane of `ctx`'s mesh. The dataplane
+    /// itself is read fresh (it may have just registered).
+    fn generate_in(
+        &self,
+        ctx: &MeshContext,
+        key: &ResourceKey,
+    ) -> Result<ProxySnapshot, ProxyError> {
         let dp = self
             .store
             .get(key)?
             .ok_or_else(|| ProxyError::UnknownDataplane(key.clone()))?;
-        let mesh_name = key.mesh.clone().unwrap_or_default();
-        let mesh = self
-            .store
-            .get(&ResourceKey::global(ResourceType::Mesh, &mesh_name))?
-            .ok_or_else(|| ProxyError::UnknownMesh(mesh_name.clone()))?;
-        let tps = self
-            .store
-            .list(ResourceType::TrafficPermission, Some(&mesh_name))?;
-        let dps: Vec<Resource> = self
-            .store
-            .list(ResourceType::Dataplane, Some(&mesh_name))?
-            .into_iter()
-            .filter(|d| d.labels.get(api::ZONE_TAG).is_none_or(|z| *z == self.zone))
-            .collect();
+        let sources = ctx.endpoint_sources(&dp);
         let snapshot = xds::Snapshot {
             zone: &self.zone,
-            mesh: &mesh,
-            traffic_permissions: &tps,
-            dataplanes: &dps,
+            mesh: &ctx.mesh,
+            traffic_permissions: &ctx.traffic_permissions,
+            dataplanes: &sources,
         };
         let generated =
             xds::generate(&snapshot, &dp).map_err(|e| ProxyError::Generate(e.to_string()))?;
         let mut items = xds::encode(&generated);
-        if mtls_enabled(&mesh) {
-            let id = self
-                .identities
-                .identity(&mesh_name, &dp)
-                .map_err(|e| ProxyError::Generate(e.to_string()))?;
+        if mtls_enabled(&ctx.mesh) {
+            let id = self.identities.identity(&ctx.mesh, &dp)?;
             if let Some(st) = self.lock().get_mut(key) {
-                st.status.cert_expiry = Some(id.expiry_rfc3339.clone());
+                if st.status.cert_expiry.as_ref() != Some(&id.expiry_rfc3339) {
+                    st.status.cert_expiry = Some(id.expiry_rfc3339.clone());
+                    st.dirty = true;
+                }
             }
-            for secret in xds::secrets(&mesh_name, &id.chain_pem, &id.key_pem, &id.ca_pem) {
-                let name = secret.name.clone();
-                items.push((
-                    xds::type_urls::SECRET.to_owned(),
-                    name,
-                    xds_api::pb::google::protobuf::Any {
-                        type_url: xds::type_urls::SECRET.to_owned(),
-                        value: prost::Message::encode_to_vec(&secret),
-                    },
-                ));
-            }
+            let mesh = &ctx.mesh.name;
+            items.extend(xds::encode_secrets(&xds::secrets(
+                mesh,
+                &id.chain_pem,
+                &id.key_pem,
+                &id.ca_pem,
+            )));
         }
-        Ok(ProxySnapshot::from_resources(items))
+        let mut interner = self.interner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ProxySnapshot::from_resources(items.into_iter().map(
+            |(type_url, name, any)| {
+                let shared = interner.intern(&type_url, &name, any);
+                (type_url, name, shared)
+            },
+        )))
     }
 
     /// Registers a stream of `key` and returns its snapshot channel.
@@ -137,18 +315,24 @@ impl Proxies {
             if let Some(e) = inner.get_mut(key) {
                 e.streams += 1;
                 e.status.connected = true;
+                e.dirty = true;
+                self.changed.notify_one();
                 return Ok(e.tx.subscribe());
             }
         }
-        let snap = Arc::new(self.generate(key)?);
+        let ctx = self.context(key.mesh.as_deref().unwrap_or_default())?;
+        let snap = Arc::new(self.generate_in(&ctx, key)?);
         let mut inner = self.lock();
         let e = inner.entry(key.clone()).or_insert_with(|| Entry {
             tx: watch::channel(snap).0,
             streams: 0,
             status: ProxyStatus::default(),
+            dirty: true,
         });
         e.streams += 1;
         e.status.connected = true;
+        e.dirty = true;
+        self.changed.notify_one();
         Ok(e.tx.subscribe())
     }
 
@@ -162,6 +346,8 @@ impl Proxies {
             e.streams = e.streams.saturating_sub(1);
             if e.streams == 0 {
                 e.status.connected = false;
+                e.dirty = true;
+                self.changed.notify_one();
             }
             e.streams == 0
         };
@@ -177,6 +363,8 @@ impl Proxies {
                 return;
             }
             this.lock().remove(&key);
+            this.identities
+                .forget(key.mesh.as_deref().unwrap_or_default(), &key.name);
             let store = this.store.clone();
             let k = key.clone();
             let removed = tokio::task::spawn_blocking(move || {
@@ -194,6 +382,8 @@ impl Proxies {
     pub fn record(&self, key: &ResourceKey, f: impl FnOnce(&mut ProxyStatus)) {
         if let Some(e) = self.lock().get_mut(key) {
             f(&mut e.status);
+            e.dirty = true;
+            self.changed.notify_one();
         }
     }
 
@@ -201,40 +391,79 @@ impl Proxies {
         self.lock().get(key).map(|e| e.status.clone())
     }
 
-    /// The keys of connected proxies in `meshes` (all meshes when `None`).
-    fn connected(&self, meshes: Option<&BTreeSet<String>>) -> Vec<ResourceKey> {
+    /// Statuses changed since the last call.
+    pub fn take_dirty(&self) -> Vec<(ResourceKey, ProxyStatus)> {
+        self.lock()
+            .iter_mut()
+            .filter(|(_, e)| e.dirty)
+            .map(|(k, e)| {
+                e.dirty = false;
+                (k.clone(), e.status.clone())
+            })
+            .collect()
+    }
+
+    /// Resolves when a status changed.
+    pub async fn status_changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// The keys of connected proxies in `mesh`.
+    fn connected(&self, mesh: &str) -> Vec<ResourceKey> {
         self.lock()
             .iter()
-            .filter(|(k, e)| {
-                e.streams > 0
-                    && meshes.is_none_or(|m| k.mesh.as_ref().is_some_and(|x| m.contains(x)))
-            })
+            .filter(|(k, e)| e.streams > 0 && k.mesh.as_deref() == Some(mesh))
             .map(|(k, _)| k.clone())
             .collect()
     }
 
-    /// Regenerates the proxies of `meshes` and publishes changed snapshots.
-    /// Returns how many proxies got a new snapshot.
+    /// Every mesh a connected proxy is in.
+    fn connected_meshes(&self) -> BTreeSet<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.streams > 0)
+            .filter_map(|(k, _)| k.mesh.clone())
+            .collect()
+    }
+
+    /// Regenerates the proxies of `meshes` (every mesh with a connected
+    /// proxy when `None`) and publishes changed snapshots. Returns how many
+    /// proxies got a new snapshot.
     pub fn regenerate(&self, meshes: Option<&BTreeSet<String>>) -> usize {
+        let meshes = meshes.cloned().unwrap_or_else(|| self.connected_meshes());
         let mut changed = 0;
-        for key in self.connected(meshes) {
-            let snap = match self.generate(&key) {
-                Ok(s) => Arc::new(s),
+        for mesh in &meshes {
+            self.identities.forget_ca(mesh);
+            let ctx = match self.reload_context(mesh) {
+                Ok(c) => c,
+                Err(ProxyError::UnknownMesh(_)) => continue,
                 Err(e) => {
-                    tracing::warn!(dataplane = %key, error = %e, "cannot regenerate config");
+                    tracing::warn!(mesh, error = %e, "cannot load the mesh");
                     continue;
                 }
             };
-            if let Some(e) = self.lock().get(&key) {
-                let sent = e.tx.send_if_modified(|cur| {
-                    if **cur == *snap {
-                        false
-                    } else {
-                        *cur = snap.clone();
-                        true
+            if mtls_enabled(&ctx.mesh) {
+                self.identities.prepare(mesh);
+            }
+            for key in self.connected(mesh) {
+                let snap = match self.generate_in(&ctx, &key) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!(dataplane = %key, error = %e, "cannot regenerate config");
+                        continue;
                     }
-                });
-                changed += usize::from(sent);
+                };
+                if let Some(e) = self.lock().get(&key) {
+                    let sent = e.tx.send_if_modified(|cur| {
+                        if **cur == *snap {
+                            false
+                        } else {
+                            *cur = snap.clone();
+                            true
+                        }
+                    });
+                    changed += usize::from(sent);
+                }
             }
         }
         changed
@@ -257,40 +486,63 @@ impl Proxies {
             };
             let mut meshes = BTreeSet::new();
             let mut all = false;
-            let mut note = |c: Result<store::Change, tokio::sync::broadcast::error::RecvError>,
-                            all: &mut bool| match c {
-                Ok(c) => {
-                    let r = c.kind.resource();
-                    match (&r.mesh, &r.spec) {
-                        (Some(m), _) => {
-                            meshes.insert(m.clone());
-                        }
-                        (None, Spec::Mesh(_)) => {
-                            meshes.insert(r.name.clone());
-                        }
-                        _ => *all = true,
-                    }
-                }
-                Err(_) => *all = true,
-            };
-            note(first, &mut all);
+            note(first, &mut meshes, &mut all);
+            if meshes.is_empty() && !all {
+                continue;
+            }
             let deadline = tokio::time::sleep(debounce);
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     _ = &mut deadline => break,
-                    c = watch.recv() => note(c, &mut all),
+                    c = watch.recv() => note(c, &mut meshes, &mut all),
+                }
+            }
+            if all {
+                let store = self.store.clone();
+                if let Ok(Ok(list)) =
+                    tokio::task::spawn_blocking(move || store.list(ResourceType::Mesh, None)).await
+                {
+                    meshes.extend(list.into_iter().map(|m| m.name));
                 }
             }
             let this = self.clone();
             let started = std::time::Instant::now();
-            let changed = tokio::task::spawn_blocking(move || {
-                this.regenerate(if all { None } else { Some(&meshes) })
-            })
-            .await
-            .unwrap_or(0);
+            let changed = tokio::task::spawn_blocking(move || this.regenerate(Some(&meshes)))
+                .await
+                .unwrap_or(0);
             tracing::debug!(changed, took = ?started.elapsed(), "regenerated proxy config");
         }
+    }
+}
+
+/// Notes which meshes a store change affects (`all` when unknown).
+fn note(
+    c: Result<store::Change, tokio::sync::broadcast::error::RecvError>,
+    meshes: &mut BTreeSet<String>,
+    all: &mut bool,
+) {
+    let Ok(c) = c else {
+        *all = true;
+        return;
+    };
+    let r = c.kind.resource();
+    match (r.ty(), &r.mesh) {
+        // Written by this zone for others, or not read by any proxy.
+        (
+            ResourceType::MeshCaRequest
+            | ResourceType::DataplaneInsight
+            | ResourceType::DataplaneTokenKey
+            | ResourceType::Zone,
+            _,
+        ) => {}
+        (_, Some(m)) => {
+            meshes.insert(m.clone());
+        }
+        (ResourceType::Mesh, None) => {
+            meshes.insert(r.name.clone());
+        }
+        _ => *all = true,
     }
 }
 

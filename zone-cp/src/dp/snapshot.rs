@@ -21,14 +21,16 @@ pub struct ProxySnapshot {
 
 impl ProxySnapshot {
     /// Builds a snapshot from `(type_url, name, resource)` triples.
-    pub fn from_resources(items: impl IntoIterator<Item = (String, String, Any)>) -> Self {
+    pub fn from_resources<A: Into<Arc<Any>>>(
+        items: impl IntoIterator<Item = (String, String, A)>,
+    ) -> Self {
         let mut types: BTreeMap<String, TypeResources> = BTreeMap::new();
         for (type_url, name, any) in items {
             types
                 .entry(type_url)
                 .or_default()
                 .resources
-                .insert(name, Arc::new(any));
+                .insert(name, any.into());
         }
         for t in types.values_mut() {
             t.version = version_of(&t.resources);

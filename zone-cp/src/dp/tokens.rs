@@ -20,7 +20,7 @@ pub struct DataplaneAuth {
 
 impl DataplaneAuth {
     /// `signing_key` is this zone's own (for standalone zones, which issue
-    /// their tokens); keys learnt from the global are added with `trust`.
+    /// their tokens); the global's come from the store.
     pub fn new(store: Store, signing_key: SigningKey) -> Self {
         let keys = vec![signing_key.verifying_key()];
         Self {
@@ -34,15 +34,22 @@ impl DataplaneAuth {
         &self.signing_key
     }
 
-    pub fn trust(&self, key: VerifyingKey) {
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        if !keys.contains(&key) {
-            keys.push(key);
+    /// This zone's keys and the global's (`DataplaneTokenKey` resources,
+    /// synced over KDS).
+    fn keys(&self) -> Vec<VerifyingKey> {
+        let mut keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match self.store.list(api::ResourceType::DataplaneTokenKey, None) {
+            Ok(list) => keys.extend(list.iter().filter_map(|r| match &r.spec {
+                Spec::DataplaneTokenKey(k) => VerifyingKey::from_base64(&k.public_key).ok(),
+                _ => None,
+            })),
+            Err(e) => tracing::warn!(error = %e, "cannot read the global's token keys"),
         }
+        keys
     }
 
     pub fn verify(&self, token: &str) -> Result<DataplaneTokenClaims, String> {
-        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let keys = self.keys();
         certs::verify_dataplane_token(&keys, token.trim(), now_unix())
             .map_err(|e| format!("the dataplane token was refused: {e}"))
     }
