@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub mod envoy;
 pub mod inproc;
+pub mod tls_probe;
 
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
