@@ -154,6 +154,35 @@ fn the_root_stays_on_the_global_meshes_are_isolated_and_insights_reach_the_globa
         .put_json("/meshes/default/zone-intermediates/east", &on_zone.body);
     assert_eq!(r.status, 405, "{:?}", r.body);
 
+    // Switching the mesh to another backend rotates every certificate and
+    // the trust bundle: a new root, a new intermediate, and traffic flows.
+    let two_backends = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-2\n  backends:\n    - name: ca-1\n      type: builtin\n    - name: ca-2\n      type: builtin\n";
+    let r = global.client().put_yaml("/meshes/default", two_backends);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    wait_until(
+        "certificates from the new backend",
+        Duration::from_secs(20),
+        || {
+            let now = server_chain(backend.inbound).ok()?;
+            (now.len() == 2 && squash(&now[1]) != squash(&chain[1])).then_some(())
+        },
+    )
+    .unwrap();
+    wait_until(
+        "web reaches backend after the switch",
+        Duration::from_secs(10),
+        || reaches(web_out).then_some(()),
+    )
+    .unwrap();
+    let rotated = global
+        .client()
+        .get("/meshes/default/zone-intermediates/east");
+    assert_eq!(rotated.body["backend"], "ca-2");
+    assert_ne!(
+        rotated.body["rootCertificate"],
+        on_global.body["rootCertificate"]
+    );
+
     // Mesh `other` has its own CA: its sidecar, pointed at the backend's
     // inbound by a Dataplane of its own mesh, cannot get through.
     let imposter = dataplane_yaml(
