@@ -39,6 +39,12 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<RouteLabels>,
     store_resources: Family<TypeLabel, Gauge>,
+    store_latency: HistogramFamily<OpLabel>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    operation: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -53,6 +59,13 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
         let store_resources = Family::<TypeLabel, Gauge>::default();
+        let store_latency: HistogramFamily<OpLabel> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Store operation latency (get, list, apply: a flushed write batch)",
+            store_latency.clone(),
+        );
         registry.register(
             "api_requests",
             "REST API requests by method, route and status",
@@ -74,7 +87,20 @@ impl Metrics {
             requests,
             latency,
             store_resources,
+            store_latency,
         })
+    }
+
+    /// Records `store`'s operation latencies in this registry.
+    pub fn instrument(&self, store: &store::Store) {
+        let family = self.store_latency.clone();
+        store.observe(Box::new(move |op, took| {
+            family
+                .get_or_create(&OpLabel {
+                    operation: op.to_owned(),
+                })
+                .observe(took.as_secs_f64());
+        }));
     }
 
     /// Text exposition, after refreshing the store gauges.

@@ -95,6 +95,7 @@ pub struct App {
     pki: pki::KdsPki,
     kds_batch_bytes: usize,
     metrics: Arc<Metrics>,
+    zones: zones::Zones,
     ready: Readiness,
 }
 
@@ -150,6 +151,7 @@ impl App {
             ],
             labels: vec![(api::ORIGIN_LABEL.into(), "global".into())],
         };
+        let zones = zones::Zones::default();
         Ok(App {
             store,
             api,
@@ -159,7 +161,15 @@ impl App {
             rest,
             pki,
             kds_batch_bytes: config.kds_batch_bytes,
-            metrics: Metrics::new(|_| {}),
+            metrics: Metrics::new(|r| {
+                kds::metrics::register(r);
+                r.register(
+                    "kds_connected_zones",
+                    "Zones with an open KDS stream",
+                    zones.connected.clone(),
+                );
+            }),
+            zones,
             ready: Readiness::default(),
         })
     }
@@ -194,7 +204,8 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (api_addr, diag_addr, kds_addr) =
             (self.api_addr(), self.diagnostics_addr(), self.kds_addr());
-        let zones = zones::Zones::default();
+        let zones = self.zones.clone();
+        self.metrics.instrument(&self.store);
         let snapshot = SnapshotCache::start(
             self.store.clone(),
             &api::kds::GLOBAL_TO_ZONE,

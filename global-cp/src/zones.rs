@@ -41,6 +41,8 @@ struct ZoneState {
 pub struct Zones {
     inner: Arc<Mutex<HashMap<String, ZoneState>>>,
     next_id: Arc<AtomicU64>,
+    /// Zones with at least one open KDS stream (`kds_connected_zones`).
+    pub connected: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A registered stream: cancelled when replaced, when its zone is deleted or
@@ -71,6 +73,7 @@ impl Zones {
         let st = zones.entry(zone.to_owned()).or_default();
         if st.streams.is_empty() {
             st.connected_since = Some(OffsetDateTime::now_utc());
+            self.connected.inc();
         }
         if let Some(old) = st.streams.insert(
             dir,
@@ -101,6 +104,7 @@ impl Zones {
                 st.last_error = Some(e);
             }
             if st.streams.is_empty() {
+                self.connected.dec();
                 st.last_disconnect = Some(OffsetDateTime::now_utc());
                 st.connected_since = None;
             }

@@ -241,6 +241,34 @@ fn the_root_stays_on_the_global_meshes_are_isolated_and_insights_reach_the_globa
         intruder.sidecar.stats()
     );
 
+    // The zone's metrics show the proxies, their ACKs and delivery times;
+    // the global's show the zone and what KDS carried.
+    let metrics = |cp: &ControlPlane| {
+        reqwest::blocking::get(format!("http://{}/metrics", cp.diagnostics_addr))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let zm = metrics(&zone);
+    for needle in [
+        "xds_connected_proxies 3",
+        "xds_delivery_duration_seconds_count",
+        "xds_acks_total{type_url=\"type.googleapis.com/envoy.config.listener.v3.Listener\"}",
+        "xds_regeneration_duration_seconds_bucket",
+        "kds_acks_sent_total{resource_type=\"TrafficPermission\"}",
+        "store_operation_duration_seconds_count{operation=\"apply\"}",
+    ] {
+        assert!(zm.contains(needle), "zone /metrics lacks {needle}:\n{zm}");
+    }
+    let gm = metrics(&global);
+    for needle in [
+        "kds_connected_zones 1",
+        "kds_sent_bytes_total{resource_type=\"ZoneIntermediate\"}",
+        "kds_acks_received_total{resource_type=\"Mesh\"}",
+    ] {
+        assert!(gm.contains(needle), "global /metrics lacks {needle}:\n{gm}");
+    }
+
     // Insights are synced to the global, under the zone-prefixed name.
     wait_until("insight on the global", Duration::from_secs(10), || {
         let o = global

@@ -59,8 +59,15 @@ where
             _ = cancel.cancelled() => return Ok(()),
             req = incoming.next() => {
                 let req = req.ok_or(StreamEnd::Closed)??;
+                let m = crate::metrics::get();
                 match p.handle_request(&req, &*src) {
-                    Ok(Handled::Nacked(ty, msg)) => tracing::warn!(%ty, reason = %msg, "peer NACKed resources"),
+                    Ok(Handled::Nacked(ty, msg)) => {
+                        m.nacks_received.get_or_create(&crate::metrics::label(ty)).inc();
+                        tracing::warn!(%ty, reason = %msg, "peer NACKed resources")
+                    }
+                    Ok(Handled::Acked(ty)) => {
+                        m.acks_received.get_or_create(&crate::metrics::label(ty)).inc();
+                    }
                     Ok(Handled::Subscribed(ty)) => tracing::debug!(%ty, have = req.initial_resource_versions.len(), "peer subscribed"),
                     Ok(_) => {}
                     Err(e) => return Err(StreamEnd::Protocol(e.to_string())),
@@ -75,6 +82,13 @@ where
             permit = out.reserve(), if p.has_pending() => {
                 let permit = permit.map_err(|_| StreamEnd::Closed)?;
                 if let Some(resp) = p.next_response(&*src) {
+                    let m = crate::metrics::get();
+                    if let Some(ty) = api::kds::type_from_url(&resp.type_url) {
+                        let l = crate::metrics::label(ty);
+                        m.sent_messages.get_or_create(&l).inc();
+                        m.sent_bytes.get_or_create(&l).inc_by(prost::Message::encoded_len(&resp) as u64);
+                        m.sent_resources.get_or_create(&l).inc_by((resp.resources.len() + resp.removed_resources.len()) as u64);
+                    }
                     permit.send(Ok(resp));
                     store_stats(&stats, p.stats());
                 }
@@ -126,6 +140,14 @@ where
         let (ty, nonce) = (update.ty, update.nonce.clone());
         let count = (update.upserts.len() + update.removals.len() + update.errors.len()) as u64;
         let errors = sink.apply(update).await;
+        let m = crate::metrics::get();
+        let l = crate::metrics::label(ty);
+        m.received_messages.get_or_create(&l).inc();
+        if errors.is_empty() {
+            m.acks_sent.get_or_create(&l).inc();
+        } else {
+            m.nacks_sent.get_or_create(&l).inc();
+        }
         let c = counters.entry(ty.name().to_owned()).or_default();
         c.responses += 1;
         c.resources += count;

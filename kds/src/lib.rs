@@ -13,6 +13,7 @@
 //! the control planes' business.
 
 pub mod driver;
+pub mod metrics;
 pub mod publisher;
 pub mod service;
 pub mod snapshot;

@@ -113,7 +113,11 @@ struct Inner {
     write_lock: Mutex<()>,
     changes: broadcast::Sender<Change>,
     path: Option<PathBuf>,
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// Told the operation name (`get`, `list`, `apply`) and how long each took.
+pub type Observer = Box<dyn Fn(&'static str, std::time::Duration) + Send + Sync>;
 
 impl Store {
     /// Opens (or creates) the store in `dir`. Fails with a message naming the
@@ -150,8 +154,25 @@ impl Store {
                 write_lock: Mutex::new(()),
                 changes,
                 path,
+                observer: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Installs the observer of operation latencies (for metrics); only the
+    /// first call has an effect.
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    fn timed<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> T {
+        let Some(observer) = self.inner.observer.get() else {
+            return f();
+        };
+        let start = std::time::Instant::now();
+        let out = f();
+        observer(op, start.elapsed());
+        out
     }
 
     /// The directory the store lives in, if on disk.
@@ -176,12 +197,14 @@ impl Store {
     }
 
     pub fn get(&self, key: &ResourceKey) -> Result<Option<Resource>, StoreError> {
-        let k = codec::key(key.ty, key.mesh.as_deref(), &key.name);
-        self.inner
-            .resources
-            .get(&k)?
-            .map(|v| codec::decode(&k, &v))
-            .transpose()
+        self.timed("get", || {
+            let k = codec::key(key.ty, key.mesh.as_deref(), &key.name);
+            self.inner
+                .resources
+                .get(&k)?
+                .map(|v| codec::decode(&k, &v))
+                .transpose()
+        })
     }
 
     /// Every resource of `ty`, in `mesh` when given, sorted by mesh then name.
@@ -191,6 +214,16 @@ impl Store {
 
     /// One page of [`Store::list`], with the total count.
     pub fn list_page(
+        &self,
+        ty: ResourceType,
+        mesh: Option<&str>,
+        offset: usize,
+        size: usize,
+    ) -> Result<Page, StoreError> {
+        self.timed("list", || self.scan_page(ty, mesh, offset, size))
+    }
+
+    fn scan_page(
         &self,
         ty: ResourceType,
         mesh: Option<&str>,
@@ -285,6 +318,10 @@ impl Store {
     /// and flushed, or nothing is written. Outcomes come in op order; a Mesh
     /// delete is followed by the outcomes of its cascaded deletes.
     pub fn apply(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, StoreError> {
+        self.timed("apply", || self.apply_locked(ops))
+    }
+
+    fn apply_locked(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, StoreError> {
         let _guard = self
             .inner
             .write_lock

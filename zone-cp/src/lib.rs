@@ -98,6 +98,7 @@ pub struct App {
     rest: RestConfig,
     kds: Option<kds_client::KdsClientConfig>,
     metrics: Arc<Metrics>,
+    xds_metrics: dp::metrics::XdsMetrics,
     ready: Readiness,
 }
 
@@ -175,6 +176,7 @@ impl App {
                 (api::ZONE_TAG.into(), config.zone.clone()),
             ],
         };
+        let xds_metrics = dp::metrics::XdsMetrics::default();
         Ok(App {
             zone: config.zone,
             store,
@@ -187,7 +189,11 @@ impl App {
             dataplane_grace: std::time::Duration::from_secs(config.dataplane_grace_seconds),
             rest,
             kds,
-            metrics: Metrics::new(|_| {}),
+            metrics: Metrics::new(|r| {
+                kds::metrics::register(r);
+                xds_metrics.register(r);
+            }),
+            xds_metrics,
             ready: Readiness::default(),
         })
     }
@@ -220,7 +226,9 @@ impl App {
         );
         let identities =
             dp::identity::Identities::new(self.store.clone(), &self.zone, self.kds.is_some());
-        let proxies = dp::proxies::Proxies::new(self.store.clone(), &self.zone, identities);
+        let proxies = dp::proxies::Proxies::new(self.store.clone(), &self.zone, identities)
+            .with_metrics(self.xds_metrics.clone());
+        self.metrics.instrument(&self.store);
         let auth = dp::tokens::DataplaneAuth::new(self.store.clone(), self.dp_signing_key);
         let zone_routes = routes::routes(self.store.clone(), proxies.clone()).merge(
             cp_http::tokens::dataplane_token_routes(Arc::new(auth.signing_key().clone())),

@@ -7,6 +7,7 @@ pub mod ads;
 pub mod bootstrap;
 pub mod identity;
 pub mod insights;
+pub mod metrics;
 pub mod proxies;
 pub mod snapshot;
 pub mod sotw;

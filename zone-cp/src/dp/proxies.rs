@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Weak;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::{Resource, ResourceKey, ResourceType, Spec};
 use serde::Serialize;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use xds_api::pb::google::protobuf::Any;
 
 use super::identity::{Identities, IdentityError};
+use super::metrics::XdsMetrics;
 use super::snapshot::ProxySnapshot;
 
 /// What the zone knows of one proxy's xDS stream, for insights.
@@ -48,6 +49,8 @@ struct Entry {
     status: ProxyStatus,
     /// The status changed since the insight was last written.
     dirty: bool,
+    /// When the change behind a snapshot not yet fully ACKed happened.
+    pending_since: Option<Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +204,7 @@ pub struct Proxies {
     interner: Arc<Mutex<Interner>>,
     /// Wakes the insight writer.
     changed: Arc<Notify>,
+    metrics: XdsMetrics,
 }
 
 impl Proxies {
@@ -213,7 +217,19 @@ impl Proxies {
             contexts: Arc::default(),
             interner: Arc::default(),
             changed: Arc::default(),
+            metrics: XdsMetrics::default(),
         }
+    }
+
+    /// Records into `metrics` (registered by the caller).
+    pub fn with_metrics(mut self, metrics: XdsMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    fn count_connected(&self, inner: &HashMap<ResourceKey, Entry>) {
+        let n = inner.values().filter(|e| e.streams > 0).count();
+        self.metrics.connected.set(n as i64);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ResourceKey, Entry>> {
@@ -262,6 +278,19 @@ impl Proxies {
     /// Generates the config of one dataplane of `ctx`'s mesh. The dataplane
     /// itself is read fresh (it may have just registered).
     fn generate_in(
+        &self,
+        ctx: &MeshContext,
+        key: &ResourceKey,
+    ) -> Result<ProxySnapshot, ProxyError> {
+        let started = Instant::now();
+        let snap = self.generate_untimed(ctx, key);
+        self.metrics
+            .proxy_generation
+            .observe(started.elapsed().as_secs_f64());
+        snap
+    }
+
+    fn generate_untimed(
         &self,
         ctx: &MeshContext,
         key: &ResourceKey,
@@ -316,8 +345,11 @@ impl Proxies {
                 e.streams += 1;
                 e.status.connected = true;
                 e.dirty = true;
+                e.pending_since = Some(Instant::now());
+                let rx = e.tx.subscribe();
+                self.count_connected(&inner);
                 self.changed.notify_one();
-                return Ok(e.tx.subscribe());
+                return Ok(rx);
             }
         }
         let ctx = self.context(key.mesh.as_deref().unwrap_or_default())?;
@@ -328,12 +360,16 @@ impl Proxies {
             streams: 0,
             status: ProxyStatus::default(),
             dirty: true,
+            pending_since: None,
         });
         e.streams += 1;
         e.status.connected = true;
         e.dirty = true;
+        e.pending_since = Some(Instant::now());
+        let rx = e.tx.subscribe();
+        self.count_connected(&inner);
         self.changed.notify_one();
-        Ok(e.tx.subscribe())
+        Ok(rx)
     }
 
     /// A stream of `key` ended. If no stream of it comes back within
@@ -344,12 +380,15 @@ impl Proxies {
             let mut inner = self.lock();
             let Some(e) = inner.get_mut(key) else { return };
             e.streams = e.streams.saturating_sub(1);
-            if e.streams == 0 {
+            let gone = e.streams == 0;
+            if gone {
                 e.status.connected = false;
                 e.dirty = true;
+                e.pending_since = None;
                 self.changed.notify_one();
             }
-            e.streams == 0
+            self.count_connected(&inner);
+            gone
         };
         if !gone {
             return;
@@ -379,11 +418,47 @@ impl Proxies {
         });
     }
 
+    /// Updates a proxy's status (its stream's ACKs and NACKs); counts
+    /// them, and when the proxy now holds all of its current config,
+    /// records how long that took since the change.
     pub fn record(&self, key: &ResourceKey, f: impl FnOnce(&mut ProxyStatus)) {
-        if let Some(e) = self.lock().get_mut(key) {
-            f(&mut e.status);
-            e.dirty = true;
-            self.changed.notify_one();
+        let mut inner = self.lock();
+        let Some(e) = inner.get_mut(key) else { return };
+        let (acked_before, nacks_before) = (e.status.acked.clone(), e.status.nacks);
+        f(&mut e.status);
+        e.dirty = true;
+        self.changed.notify_one();
+        for (type_url, version) in &e.status.acked {
+            if acked_before.get(type_url) != Some(version) {
+                self.metrics
+                    .acks
+                    .get_or_create(&XdsMetrics::label(type_url))
+                    .inc();
+            }
+        }
+        if e.status.nacks > nacks_before {
+            let type_url = e
+                .status
+                .last_nack
+                .as_deref()
+                .and_then(|n| n.split_once(": "))
+                .map_or("unknown", |(t, _)| t);
+            self.metrics
+                .nacks
+                .get_or_create(&XdsMetrics::label(type_url))
+                .inc_by(e.status.nacks - nacks_before);
+        }
+        if let Some(since) = e.pending_since {
+            let snap = e.tx.borrow();
+            let complete = snap
+                .types
+                .iter()
+                .all(|(t, r)| e.status.acked.get(t) == Some(&r.version));
+            drop(snap);
+            if complete {
+                self.metrics.delivery.observe(since.elapsed().as_secs_f64());
+                e.pending_since = None;
+            }
         }
     }
 
@@ -430,6 +505,20 @@ impl Proxies {
     /// proxy when `None`) and publishes changed snapshots. Returns how many
     /// proxies got a new snapshot.
     pub fn regenerate(&self, meshes: Option<&BTreeSet<String>>) -> usize {
+        self.regenerate_since(meshes, Instant::now())
+    }
+
+    /// [`Proxies::regenerate`] for a change that happened at `since`.
+    fn regenerate_since(&self, meshes: Option<&BTreeSet<String>>, since: Instant) -> usize {
+        let started = Instant::now();
+        let changed = self.regenerate_meshes(meshes, since);
+        self.metrics
+            .regeneration
+            .observe(started.elapsed().as_secs_f64());
+        changed
+    }
+
+    fn regenerate_meshes(&self, meshes: Option<&BTreeSet<String>>, since: Instant) -> usize {
         let meshes = meshes.cloned().unwrap_or_else(|| self.connected_meshes());
         let mut changed = 0;
         for mesh in &meshes {
@@ -453,7 +542,7 @@ impl Proxies {
                         continue;
                     }
                 };
-                if let Some(e) = self.lock().get(&key) {
+                if let Some(e) = self.lock().get_mut(&key) {
                     let sent = e.tx.send_if_modified(|cur| {
                         if **cur == *snap {
                             false
@@ -462,6 +551,9 @@ impl Proxies {
                             true
                         }
                     });
+                    if sent {
+                        e.pending_since.get_or_insert(since);
+                    }
                     changed += usize::from(sent);
                 }
             }
@@ -484,6 +576,7 @@ impl Proxies {
                 }
                 c = watch.recv() => c,
             };
+            let first_at = Instant::now();
             let mut meshes = BTreeSet::new();
             let mut all = false;
             note(first, &mut meshes, &mut all);
@@ -508,9 +601,10 @@ impl Proxies {
             }
             let this = self.clone();
             let started = std::time::Instant::now();
-            let changed = tokio::task::spawn_blocking(move || this.regenerate(Some(&meshes)))
-                .await
-                .unwrap_or(0);
+            let changed =
+                tokio::task::spawn_blocking(move || this.regenerate_since(Some(&meshes), first_at))
+                    .await
+                    .unwrap_or(0);
             tracing::debug!(changed, took = ?started.elapsed(), "regenerated proxy config");
         }
     }
