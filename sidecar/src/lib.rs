@@ -47,6 +47,28 @@ pub struct RunConfig {
     /// How long to keep retrying an unreachable control plane.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     pub connect_timeout: Duration,
+    /// The ADS variant Envoy speaks to the zone; default: the zone's (delta).
+    #[arg(long, env = "SIDECAR_ADS_VARIANT", value_enum)]
+    pub ads_variant: Option<AdsVariant>,
+}
+
+/// Envoy's ADS protocol variant, as the bootstrap request names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdsVariant {
+    /// State of the world: every update carries all resources of its type.
+    Sotw,
+    /// Incremental: updates carry only what changed.
+    Delta,
+}
+
+impl AdsVariant {
+    /// The `adsVariant` value of the bootstrap request.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sotw => "sotw",
+            Self::Delta => "delta",
+        }
+    }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -70,7 +92,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .to_owned();
     let client = register::Client::new(&cfg.cp_address, &cfg.ca_cert_file)?;
     let bootstrap = client
-        .bootstrap(&dataplane, &token, cfg.admin_port, cfg.connect_timeout)
+        .bootstrap(
+            &dataplane,
+            &token,
+            cfg.admin_port,
+            cfg.ads_variant,
+            cfg.connect_timeout,
+        )
         .await?;
     let work_dir = match &cfg.work_dir {
         Some(d) => d.clone(),
@@ -96,4 +124,42 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         tracing::info!("Dataplane removed");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunConfig,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RunConfig, clap::Error> {
+        let base = [
+            "sidecar",
+            "--cp-address",
+            "https://127.0.0.1:5678",
+            "--ca-cert-file",
+            "ca.pem",
+            "--dataplane-file",
+            "dp.yaml",
+            "--dataplane-token-file",
+            "dp.token",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.run)
+    }
+
+    #[test]
+    fn the_ads_variant_is_optional_and_checked() {
+        assert_eq!(parse(&[]).map(|c| c.ads_variant).ok(), Some(None));
+        let delta = parse(&["--ads-variant", "delta"]).map(|c| c.ads_variant);
+        assert_eq!(delta.ok(), Some(Some(AdsVariant::Delta)));
+        let sotw = parse(&["--ads-variant", "sotw"]).map(|c| c.ads_variant);
+        assert_eq!(sotw.ok().flatten().map(AdsVariant::as_str), Some("sotw"));
+        assert!(parse(&["--ads-variant", "rest"]).is_err());
+    }
 }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
+use crate::AdsVariant;
+
 pub fn read_dataplane(path: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the dataplane file {}", path.display()))?;
@@ -70,16 +72,21 @@ impl Client {
         })
     }
 
-    /// Registers the Dataplane and returns Envoy's bootstrap. Connection
-    /// failures are retried with backoff until `timeout`; a refusal is final.
+    /// Registers the Dataplane and returns Envoy's bootstrap, for the ADS
+    /// variant asked for (else the zone's default). Connection failures are
+    /// retried with backoff until `timeout`; a refusal is final.
     pub async fn bootstrap(
         &self,
         dataplane: &Value,
         token: &str,
         admin_port: u16,
+        ads_variant: Option<AdsVariant>,
         timeout: Duration,
     ) -> anyhow::Result<Value> {
-        let body = json!({ "dataplane": dataplane, "token": token, "cpAddress": self.host_port, "adminPort": admin_port });
+        let mut body = json!({ "dataplane": dataplane, "token": token, "cpAddress": self.host_port, "adminPort": admin_port });
+        if let Some(v) = ads_variant {
+            body["adsVariant"] = json!(v.as_str());
+        }
         let deadline = Instant::now() + timeout;
         let mut wait = Duration::from_millis(200);
         loop {

@@ -33,6 +33,40 @@ struct BootstrapRequest {
     cp_address: String,
     #[serde(default = "default_admin_port")]
     admin_port: u16,
+    /// `sotw` or `delta`; default [`AdsVariant::default`].
+    #[serde(default)]
+    ads_variant: Option<String>,
+}
+
+/// The ADS protocol variant the bootstrap tells Envoy to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdsVariant {
+    /// State of the world (`api_type: GRPC`): every response carries all
+    /// resources of its type.
+    Sotw,
+    /// Incremental (`api_type: DELTA_GRPC`): responses carry only what
+    /// changed. Kuma's default too.
+    #[default]
+    Delta,
+}
+
+impl AdsVariant {
+    /// Parses the `adsVariant` of a bootstrap request.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sotw" => Some(Self::Sotw),
+            "delta" => Some(Self::Delta),
+            _ => None,
+        }
+    }
+
+    /// Envoy's `ads_config.api_type`.
+    pub fn api_type(self) -> &'static str {
+        match self {
+            Self::Sotw => "GRPC",
+            Self::Delta => "DELTA_GRPC",
+        }
+    }
 }
 
 fn default_admin_port() -> u16 {
@@ -46,6 +80,15 @@ pub async fn bootstrap(
 ) -> Result<Response, ApiError> {
     let req: BootstrapRequest = serde_json::from_value(read_value(&headers, body).await?)
         .map_err(|e| ApiError::bad_request(format!("not a bootstrap request: {e}")))?;
+    let variant = match req.ads_variant.as_deref() {
+        None => AdsVariant::default(),
+        Some(v) => AdsVariant::parse(v).ok_or_else(|| {
+            ApiError::invalid(
+                "adsVariant",
+                format!("must be \"sotw\" or \"delta\", not {v:?}"),
+            )
+        })?,
+    };
     let mut dp = Resource::from_value(req.dataplane)?;
     if dp.ty() != ResourceType::Dataplane {
         return Err(ApiError::invalid("dataplane.type", "must be Dataplane"));
@@ -73,6 +116,7 @@ pub async fn bootstrap(
         &s.ca_pem,
         req.token.trim(),
         req.admin_port,
+        variant,
     );
     Ok(respond(StatusCode::OK, &headers, &bootstrap))
 }
@@ -82,8 +126,9 @@ fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     Some((h.trim_matches(['[', ']']), p.parse().ok()?))
 }
 
-/// Envoy's bootstrap: node, admin on loopback, ADS (state of the world)
-/// over TLS to this server with the token as metadata.
+/// Envoy's bootstrap: node, admin on loopback, ADS (state of the world or
+/// incremental, per `variant`) over TLS to this server with the token as
+/// metadata.
 pub fn envoy_bootstrap(
     node_id: &str,
     host: &str,
@@ -91,6 +136,7 @@ pub fn envoy_bootstrap(
     ca_pem: &str,
     token: &str,
     admin_port: u16,
+    variant: AdsVariant,
 ) -> Value {
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
     let mut tls = json!({
@@ -109,7 +155,7 @@ pub fn envoy_bootstrap(
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin_port } } },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": variant.api_type(),
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
                 "grpc_services": [{
@@ -169,4 +215,58 @@ pub async fn deregister(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     tracing::info!(dataplane = %key, "dataplane deregistered");
     Ok(respond(StatusCode::OK, &headers, &json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> BootstrapState {
+        let store = Store::temporary().expect("store");
+        let key = certs::SigningKey::generate().expect("key");
+        BootstrapState {
+            store: store.clone(),
+            zone: "zone-1".into(),
+            auth: DataplaneAuth::new(store, key),
+            ca_pem: "CA".into(),
+        }
+    }
+
+    #[test]
+    fn the_variant_sets_envoys_api_type() {
+        for (variant, api_type) in [
+            (AdsVariant::Sotw, "GRPC"),
+            (AdsVariant::Delta, "DELTA_GRPC"),
+        ] {
+            let b = envoy_bootstrap("m.n", "cp.example", 5678, "CA", "t", 9901, variant);
+            let ads = &b["dynamic_resources"]["ads_config"];
+            assert_eq!(ads["api_type"], api_type);
+            assert_eq!(ads["transport_api_version"], "V3");
+        }
+        assert_eq!(AdsVariant::default(), AdsVariant::Delta);
+        assert_eq!(AdsVariant::parse("sotw"), Some(AdsVariant::Sotw));
+        assert_eq!(AdsVariant::parse("delta"), Some(AdsVariant::Delta));
+        assert_eq!(AdsVariant::parse("Delta"), None);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_variant_is_a_400_naming_the_field() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            "application/json".parse().expect("header"),
+        );
+        let body = json!({
+            "dataplane": {"type": "Dataplane", "mesh": "default", "name": "web-1"},
+            "token": "t",
+            "cpAddress": "127.0.0.1:5678",
+            "adsVariant": "rest",
+        });
+        let err = bootstrap(State(state()), headers, Body::from(body.to_string()))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.status, 400);
+        assert_eq!(err.invalid_parameters[0].field, "adsVariant");
+        assert!(err.invalid_parameters[0].reason.contains("rest"), "{err:?}");
+    }
 }

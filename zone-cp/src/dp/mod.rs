@@ -5,6 +5,7 @@
 
 pub mod ads;
 pub mod bootstrap;
+pub mod delta;
 pub mod identity;
 pub mod insights;
 pub mod metrics;
