@@ -72,13 +72,24 @@ pub(crate) fn load_assignment(
     cluster_name: &str,
     endpoints: impl IntoIterator<Item = (IpAddr, u32)>,
 ) -> ClusterLoadAssignment {
+    weighted_load_assignment(cluster_name, endpoints.into_iter().map(|(i, p)| (i, p, 1)))
+}
+
+/// Like [`load_assignment`], with a load-balancing weight per endpoint (a
+/// zone ingress stands for that many instances); weight 1 is left implicit.
+pub(crate) fn weighted_load_assignment(
+    cluster_name: &str,
+    endpoints: impl IntoIterator<Item = (IpAddr, u32, u32)>,
+) -> ClusterLoadAssignment {
     let lb_endpoints: Vec<_> = endpoints
         .into_iter()
-        .map(|(ip, port)| LbEndpoint {
+        .map(|(ip, port, weight)| LbEndpoint {
             host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket_address(ip, port)),
                 ..Default::default()
             })),
+            load_balancing_weight: (weight != 1)
+                .then_some(xds_api::pb::google::protobuf::UInt32Value { value: weight }),
             ..Default::default()
         })
         .collect();

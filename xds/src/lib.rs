@@ -53,8 +53,8 @@ pub use tls::{
 /// What the configuration of one proxy depends on: one mesh in one zone.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot<'a> {
-    /// The zone this control plane serves. Not read yet: it is for the
-    /// cross-zone endpoints that go through zone ingresses.
+    /// The zone this control plane serves: ingresses of this zone are not
+    /// used as endpoints.
     pub zone: &'a str,
     /// The Mesh of the dataplane (`Spec::Mesh`).
     pub mesh: &'a Resource,
@@ -63,6 +63,11 @@ pub struct Snapshot<'a> {
     /// Every Dataplane of that mesh in this zone, the proxy itself included:
     /// the source of endpoints. Other resources and meshes are ignored.
     pub dataplanes: &'a [Resource],
+    /// ZoneIngresses (of every zone; those of `zone` are skipped). Their
+    /// `availableServices` become cross-zone endpoints, weighted by instance
+    /// count, when the mesh has mTLS. Advertised addresses must be IPs
+    /// (the zone CP resolves hostnames before generating).
+    pub zone_ingresses: &'a [Resource],
 }
 
 /// The Envoy resources of one proxy, each list sorted by name.
@@ -113,7 +118,16 @@ pub fn generate(
     Ok(ProxyResources {
         listeners: out.listeners.into_values().collect(),
         clusters: out.clusters.into_values().collect(),
-        endpoints: outbound::endpoints(proxy.mesh, &services, snapshot.dataplanes),
+        endpoints: outbound::endpoints(
+            proxy.mesh,
+            &services,
+            snapshot.dataplanes,
+            if proxy.mtls {
+                outbound::Remote::Through(snapshot.zone, snapshot.zone_ingresses)
+            } else {
+                outbound::Remote::None
+            },
+        ),
     })
 }
 
@@ -212,6 +226,7 @@ mod tests {
             mesh,
             traffic_permissions: &[],
             dataplanes: std::slice::from_ref(dp),
+            zone_ingresses: &[],
         };
         generate(&snapshot, dp)
     }

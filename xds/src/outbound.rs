@@ -11,8 +11,8 @@ use xds_api::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use xds_api::pb::envoy::config::listener::v3::FilterChain;
 
 use crate::common::{
-    check_port, connect_timeout, listener, load_assignment, parse_ip, stat_name, tcp_proxy_filter,
-    Resources,
+    check_port, connect_timeout, listener, parse_ip, stat_name, tcp_proxy_filter,
+    weighted_load_assignment, Resources,
 };
 use crate::{tls, GenerateError, Proxy};
 
@@ -78,16 +78,27 @@ fn eds_cluster(proxy: &Proxy, service: &str) -> Cluster {
     }
 }
 
+/// Where cross-zone endpoints come from.
+pub(crate) enum Remote<'a> {
+    /// None (the mesh has no mTLS: cross-zone traffic needs it, as in Kuma).
+    None,
+    /// The ingresses of zones other than the first field.
+    Through(&'a str, &'a [Resource]),
+}
+
 /// One assignment per service in `services`, sorted by service: every inbound
 /// of every Dataplane of `mesh` that carries the service tag and is not
-/// marked unready. Inbounds without a usable IP address or port are left out
-/// rather than failing the proxy that only reaches them.
+/// marked unready, then every other zone's ingress that offers the service,
+/// weighted by its instance count. Inbounds or ingresses without a usable IP
+/// address or port are left out rather than failing the proxy that only
+/// reaches them.
 pub(crate) fn endpoints(
     mesh: &str,
     services: &BTreeSet<&str>,
     dataplanes: &[Resource],
+    remote: Remote,
 ) -> Vec<ClusterLoadAssignment> {
-    let mut found: BTreeMap<&str, BTreeSet<(IpAddr, u32)>> =
+    let mut found: BTreeMap<&str, BTreeSet<(IpAddr, u32, u32)>> =
         services.iter().map(|s| (*s, BTreeSet::new())).collect();
     for dataplane in dataplanes {
         let Spec::Dataplane(spec) = &dataplane.spec else {
@@ -114,12 +125,56 @@ pub(crate) fn endpoints(
                 parse_ip(address, String::new),
                 check_port(inbound.port, String::new),
             ) {
-                set.insert((ip, port));
+                set.insert((ip, port, 1));
             }
+        }
+    }
+    if let Remote::Through(zone, ingresses) = remote {
+        for (service, set) in found.iter_mut() {
+            set.extend(through_ingresses(zone, ingresses, mesh, service));
         }
     }
     found
         .into_iter()
-        .map(|(service, set)| load_assignment(service, set))
+        .map(|(service, set)| weighted_load_assignment(service, set))
         .collect()
+}
+
+/// The other zones' ingresses offering `service` of `mesh`: their advertised
+/// address and port, weighted by the instances behind them.
+fn through_ingresses<'a>(
+    zone: &'a str,
+    ingresses: &'a [Resource],
+    mesh: &'a str,
+    service: &'a str,
+) -> impl Iterator<Item = (IpAddr, u32, u32)> + 'a {
+    ingresses.iter().filter_map(move |r| {
+        let Spec::ZoneIngress(zi) = &r.spec else {
+            return None;
+        };
+        let its_zone = zi
+            .zone
+            .as_deref()
+            .or(r.labels.get(api::ZONE_TAG).map(String::as_str));
+        if its_zone.map_or(true, |z| z == zone) {
+            return None;
+        }
+        let instances: u32 = zi
+            .available_services
+            .iter()
+            .filter(|a| {
+                a.mesh == mesh && a.tags.get(SERVICE_TAG).map(String::as_str) == Some(service)
+            })
+            .map(|a| a.instances)
+            .sum();
+        if instances == 0 {
+            return None;
+        }
+        let n = &zi.networking;
+        let address = n.advertised_address.as_deref().unwrap_or(&n.address);
+        let port = n.advertised_port.unwrap_or(n.port);
+        let ip = parse_ip(address, String::new).ok()?;
+        let port = check_port(port, String::new).ok()?;
+        Some((ip, port, instances))
+    })
 }

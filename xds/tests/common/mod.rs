@@ -19,6 +19,7 @@ pub struct Input {
     pub mesh: api::Resource,
     pub traffic_permissions: Vec<api::Resource>,
     pub dataplanes: Vec<api::Resource>,
+    pub zone_ingresses: Vec<api::Resource>,
 }
 
 impl Input {
@@ -28,6 +29,7 @@ impl Input {
             mesh: &self.mesh,
             traffic_permissions: &self.traffic_permissions,
             dataplanes: &self.dataplanes,
+            zone_ingresses: &self.zone_ingresses,
         }
     }
 
@@ -57,6 +59,7 @@ pub fn load(case: &str) -> Input {
     let mut meshes = Vec::new();
     let mut traffic_permissions = Vec::new();
     let mut dataplanes = Vec::new();
+    let mut zone_ingresses = Vec::new();
     for value in api::parse_documents(&text).expect("YAML") {
         let resource = api::Resource::from_value(value).expect("resource");
         resource
@@ -66,6 +69,7 @@ pub fn load(case: &str) -> Input {
             api::ResourceType::Mesh => meshes.push(resource),
             api::ResourceType::TrafficPermission => traffic_permissions.push(resource),
             api::ResourceType::Dataplane => dataplanes.push(resource),
+            api::ResourceType::ZoneIngress => zone_ingresses.push(resource),
             other => panic!("{path:?}: unexpected {other:?}"),
         }
     }
@@ -74,6 +78,7 @@ pub fn load(case: &str) -> Input {
         mesh: meshes.remove(0),
         traffic_permissions,
         dataplanes,
+        zone_ingresses,
     }
 }
 

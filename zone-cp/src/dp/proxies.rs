@@ -73,6 +73,8 @@ pub struct MeshContext {
     pub traffic_permissions: Vec<Resource>,
     /// This zone's Dataplanes of the mesh.
     pub dataplanes: Vec<Resource>,
+    /// Every zone's ZoneIngresses, hostnames resolved to IPs.
+    pub zone_ingresses: Vec<Resource>,
     /// Service name to the indexes in `dataplanes` that have an inbound of it.
     by_service: HashMap<String, Vec<usize>>,
     /// Endpoint sources per set of outbound services, built on first use.
@@ -99,7 +101,9 @@ impl MeshContext {
                 }
             }
         }
+        let zone_ingresses = store.list(ResourceType::ZoneIngress, None)?;
         Ok(Some(Self {
+            zone_ingresses,
             mesh: mesh_res,
             traffic_permissions,
             dataplanes,
@@ -305,6 +309,7 @@ impl Proxies {
             mesh: &ctx.mesh,
             traffic_permissions: &ctx.traffic_permissions,
             dataplanes: &sources,
+            zone_ingresses: &ctx.zone_ingresses,
         };
         let generated =
             xds::generate(&snapshot, &dp).map_err(|e| ProxyError::Generate(e.to_string()))?;

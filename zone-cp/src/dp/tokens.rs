@@ -54,6 +54,27 @@ impl DataplaneAuth {
             .map_err(|e| format!("the dataplane token was refused: {e}"))
     }
 
+    /// Whether `token` lets a ZoneIngress register in `zone`: a zone token
+    /// of the global with the `ingress` scope, bound to this zone (Kuma's
+    /// `meshctl generate zone-token --scope ingress`).
+    pub fn check_ingress(&self, zone: &str, token: &str) -> Result<(), String> {
+        let claims = certs::verify_zone_token(&self.keys(), token.trim(), now_unix())
+            .map_err(|e| format!("the zone ingress token was refused: {e}"))?;
+        if claims.scope != certs::ZoneTokenScope::Ingress {
+            return Err(
+                "the token is a zone token without the ingress scope; generate one with --scope ingress"
+                    .into(),
+            );
+        }
+        if claims.zone != zone {
+            return Err(format!(
+                "the token is for zone {:?}, but this is zone {zone:?}",
+                claims.zone
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `token` lets `dp` register.
     pub fn check_registration(&self, dp: &Resource, token: &str) -> Result<(), String> {
         let claims = self.verify(token)?;
