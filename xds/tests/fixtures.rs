@@ -82,6 +82,16 @@ fn shared_outbound_service() {
 
 /// Every case directory has a test above.
 #[test]
+fn cross_zone_endpoints_through_ingresses() {
+    check("cross_zone", "web-1");
+}
+
+#[test]
+fn cross_zone_needs_mtls() {
+    check("cross_zone_mtls_off", "web-1");
+}
+
+#[test]
 fn every_fixture_is_checked() {
     let source = include_str!("fixtures.rs");
     let dir = common::fixture_dir("");
