@@ -365,6 +365,14 @@ fn wrong_expired_and_revoked_tokens_are_refused() {
     sig.replace_range(0..1, flipped);
     refused("zone-x", &global, &parts.join("."), "zone token refused");
 
+    // A token from another global (another security domain): it pins that
+    // global's KDS CA and is signed by its key, so this global is not
+    // trusted by the zone and the zone is not let in.
+    let other = ControlPlane::start().unwrap();
+    let foreign = other.zone_token("zone-w", None).unwrap();
+    refused("zone-w", &global, &foreign, "cannot connect to the global");
+    drop(other);
+
     // An expired token.
     let token = global.zone_token("zone-y", Some("1s")).unwrap();
     let exp = certs::read_zone_token_unverified(&token).unwrap().exp;

@@ -50,6 +50,34 @@ pub struct RunConfig {
     /// The ADS variant Envoy speaks to the zone; default: the zone's (delta).
     #[arg(long, env = "SIDECAR_ADS_VARIANT", value_enum)]
     pub ads_variant: Option<AdsVariant>,
+    /// What this Envoy is: a workload's sidecar (the file holds a
+    /// Dataplane, the token is a dataplane token) or the zone ingress (the
+    /// file holds a ZoneIngress, the token is a zone token generated with
+    /// `--scope ingress`).
+    #[arg(
+        long,
+        env = "SIDECAR_PROXY_TYPE",
+        value_enum,
+        default_value = "dataplane"
+    )]
+    pub proxy_type: ProxyType,
+}
+
+/// What a sidecar runs Envoy for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyType {
+    Dataplane,
+    Ingress,
+}
+
+impl ProxyType {
+    /// The resource type its file must hold.
+    pub fn resource_type(self) -> &'static str {
+        match self {
+            Self::Dataplane => "Dataplane",
+            Self::Ingress => "ZoneIngress",
+        }
+    }
 }
 
 /// Envoy's ADS protocol variant, as the bootstrap request names it.
@@ -80,7 +108,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// Registers, runs Envoy until a signal, then drains and deregisters.
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let envoy_bin = find_envoy(cfg.envoy_bin.as_deref())?;
-    let dataplane = register::read_dataplane(&cfg.dataplane_file)?;
+    let dataplane = register::read_dataplane(&cfg.dataplane_file, cfg.proxy_type)?;
     let token = std::fs::read_to_string(&cfg.dataplane_token_file)
         .with_context(|| {
             format!(

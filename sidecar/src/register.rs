@@ -6,16 +6,20 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::AdsVariant;
+use crate::{AdsVariant, ProxyType};
 
-pub fn read_dataplane(path: &Path) -> anyhow::Result<Value> {
+/// Reads the one resource of the dataplane file, which must be of the type
+/// `proxy_type` runs (a Dataplane, or a ZoneIngress for `--proxy-type
+/// ingress`).
+pub fn read_dataplane(path: &Path, proxy_type: ProxyType) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the dataplane file {}", path.display()))?;
     let mut docs = api::parse_documents(&text)
         .map_err(|e| anyhow!("{} is not valid YAML: {}", path.display(), e.reason))?;
+    let want = proxy_type.resource_type();
     if docs.len() != 1 {
         bail!(
-            "{} must hold exactly one Dataplane, found {} documents",
+            "{} must hold exactly one {want}, found {} documents",
             path.display(),
             docs.len()
         );
@@ -23,8 +27,19 @@ pub fn read_dataplane(path: &Path) -> anyhow::Result<Value> {
     let doc = docs.remove(0);
     let r = api::Resource::from_value(doc.clone())
         .map_err(|e| anyhow!("{} is not a valid resource: {e}", path.display()))?;
+    if r.ty().name() != want {
+        bail!(
+            "{} holds a {}, but --proxy-type {} runs a {want}",
+            path.display(),
+            r.ty(),
+            match proxy_type {
+                ProxyType::Dataplane => "dataplane",
+                ProxyType::Ingress => "ingress",
+            }
+        );
+    }
     r.validate()
-        .map_err(|e| anyhow!("{} is not a valid Dataplane: {e}", path.display()))?;
+        .map_err(|e| anyhow!("{} is not a valid {want}: {e}", path.display()))?;
     Ok(doc)
 }
 

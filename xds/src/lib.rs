@@ -28,6 +28,7 @@ mod common;
 mod error;
 pub mod extensions;
 mod inbound;
+pub mod ingress;
 mod outbound;
 mod rbac;
 mod tls;

@@ -7,6 +7,7 @@
 //! `--global-address` the zone runs standalone and meshes and policies are
 //! written to it directly.
 
+pub mod advertise;
 pub mod dp;
 pub mod kds_client;
 mod routes;
@@ -260,6 +261,13 @@ impl App {
             );
             async move {
                 dp::insights::run(store, zone, p, INSIGHT_INTERVAL, s).await;
+                Ok(())
+            }
+        });
+        tasks.spawn({
+            let (store, zone, s) = (self.store.clone(), self.zone.clone(), shutdown.clone());
+            async move {
+                advertise::run(store, zone, s).await;
                 Ok(())
             }
         });

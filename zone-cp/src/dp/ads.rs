@@ -33,7 +33,15 @@ pub struct Ads {
 }
 
 /// Splits a node id `<mesh>.<name>` into the dataplane's key.
+/// A zone ingress's node id is `zone-ingress:<name>` (`:` cannot occur in
+/// resource names, so the two forms never collide).
+pub const INGRESS_NODE_PREFIX: &str = "zone-ingress:";
+
+/// Splits a node id `<mesh>.<name>` into the dataplane's key.
 pub fn node_key(node_id: &str) -> Option<ResourceKey> {
+    if let Some(name) = node_id.strip_prefix(INGRESS_NODE_PREFIX) {
+        return (!name.is_empty()).then(|| ResourceKey::global(ResourceType::ZoneIngress, name));
+    }
     let (mesh, name) = node_id.split_once('.')?;
     (!mesh.is_empty() && !name.is_empty())
         .then(|| ResourceKey::scoped(ResourceType::Dataplane, mesh, name))

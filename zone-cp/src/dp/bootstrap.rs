@@ -69,6 +69,9 @@ impl AdsVariant {
     }
 }
 
+/// Where a zone ingress listens when its Dataplane file does not say.
+const DEFAULT_INGRESS_PORT: u32 = 10000;
+
 fn default_admin_port() -> u16 {
     9901
 }
@@ -90,16 +93,29 @@ pub async fn bootstrap(
         })?,
     };
     let mut dp = Resource::from_value(req.dataplane)?;
-    if dp.ty() != ResourceType::Dataplane {
-        return Err(ApiError::invalid("dataplane.type", "must be Dataplane"));
-    }
     dp.validate()?;
-    s.auth.check_registration(&dp, &req.token).map_err(|e| {
-        tracing::warn!(dataplane = %dp.key(), reason = %e, "refused a dataplane registration");
+    let checked = match dp.ty() {
+        ResourceType::Dataplane => s.auth.check_registration(&dp, &req.token),
+        ResourceType::ZoneIngress => s.auth.check_ingress(&s.zone, &req.token),
+        _ => {
+            return Err(ApiError::invalid(
+                "dataplane.type",
+                "must be Dataplane or ZoneIngress",
+            ))
+        }
+    };
+    checked.map_err(|e| {
+        tracing::warn!(proxy = %dp.key(), reason = %e, "refused a proxy registration");
         ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e)
     })?;
     dp.labels.insert(api::ORIGIN_LABEL.into(), "zone".into());
     dp.labels.insert(api::ZONE_TAG.into(), s.zone.clone());
+    if let api::Spec::ZoneIngress(zi) = &mut dp.spec {
+        zi.zone = Some(s.zone.clone());
+        if zi.networking.port == 0 {
+            zi.networking.port = DEFAULT_INGRESS_PORT;
+        }
+    }
     let key = dp.key();
     let store = s.store.clone();
     tokio::task::spawn_blocking(move || store.put(dp, Precondition::None))
@@ -108,7 +124,10 @@ pub async fn bootstrap(
     tracing::info!(dataplane = %key, "dataplane registered");
     let (host, port) = split_host_port(&req.cp_address)
         .ok_or_else(|| ApiError::invalid("cpAddress", "must be host:port"))?;
-    let node_id = format!("{}.{}", key.mesh.clone().unwrap_or_default(), key.name);
+    let node_id = match &key.mesh {
+        Some(mesh) => format!("{mesh}.{}", key.name),
+        None => format!("{}{}", super::ads::INGRESS_NODE_PREFIX, key.name),
+    };
     let bootstrap = envoy_bootstrap(
         &node_id,
         host,
@@ -190,7 +209,9 @@ pub fn envoy_bootstrap(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeregisterRequest {
-    mesh: String,
+    /// Absent (or null) for a zone ingress.
+    #[serde(default)]
+    mesh: Option<String>,
     name: String,
     token: String,
 }
@@ -204,7 +225,10 @@ pub async fn deregister(
 ) -> Result<Response, ApiError> {
     let req: DeregisterRequest = serde_json::from_value(read_value(&headers, body).await?)
         .map_err(|e| ApiError::bad_request(format!("not a deregister request: {e}")))?;
-    let key = api::ResourceKey::scoped(ResourceType::Dataplane, &req.mesh, &req.name);
+    let key = match req.mesh.as_deref().filter(|m| !m.is_empty()) {
+        Some(mesh) => api::ResourceKey::scoped(ResourceType::Dataplane, mesh, &req.name),
+        None => api::ResourceKey::global(ResourceType::ZoneIngress, &req.name),
+    };
     s.auth
         .check_stream(&key, Some(&req.token))
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e))?;

@@ -34,7 +34,8 @@ fn insight(zone: &str, key: &ResourceKey, status: ProxyStatus) -> Resource {
 pub fn flush(store: &Store, zone: &str, proxies: &Proxies) -> Result<usize, store::StoreError> {
     let mut ops = Vec::new();
     for (key, status) in proxies.take_dirty() {
-        if store.get(&key)?.is_none() {
+        // Zone ingresses have no mesh and no insight resource.
+        if key.ty != ResourceType::Dataplane || store.get(&key)?.is_none() {
             continue;
         }
         ops.push(Op::Put(insight(zone, &key, status), Precondition::None));

@@ -274,9 +274,13 @@ impl Proxies {
 
     /// Generates the config of one dataplane from the store as it is now.
     pub fn generate(&self, key: &ResourceKey) -> Result<ProxySnapshot, ProxyError> {
-        let mesh = key.mesh.clone().unwrap_or_default();
-        let ctx = self.reload_context(&mesh)?;
-        self.generate_in(&ctx, key)
+        match &key.mesh {
+            None => self.generate_ingress(key),
+            Some(mesh) => {
+                let ctx = self.reload_context(mesh)?;
+                self.generate_in(&ctx, key)
+            }
+        }
     }
 
     /// Generates the config of one dataplane of `ctx`'s mesh. The dataplane
@@ -330,13 +334,51 @@ impl Proxies {
                 &id.ca_pem,
             )));
         }
+        Ok(self.shared_snapshot(items))
+    }
+
+    /// A snapshot of `items`, sharing equal resources with other proxies.
+    fn shared_snapshot(&self, items: Vec<(String, String, Any)>) -> ProxySnapshot {
         let mut interner = self.interner.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(ProxySnapshot::from_resources(items.into_iter().map(
-            |(type_url, name, any)| {
-                let shared = interner.intern(&type_url, &name, any);
-                (type_url, name, shared)
-            },
-        )))
+        ProxySnapshot::from_resources(items.into_iter().map(|(type_url, name, any)| {
+            let shared = interner.intern(&type_url, &name, any);
+            (type_url, name, shared)
+        }))
+    }
+
+    /// The config of one of this zone's ingresses: a passthrough filter
+    /// chain per service of every mTLS mesh that runs here.
+    fn generate_ingress(&self, key: &ResourceKey) -> Result<ProxySnapshot, ProxyError> {
+        let zi = self
+            .store
+            .get(key)?
+            .ok_or_else(|| ProxyError::UnknownDataplane(key.clone()))?;
+        let meshes = self.store.list(ResourceType::Mesh, None)?;
+        let dataplanes: Vec<Resource> = self
+            .store
+            .list(ResourceType::Dataplane, None)?
+            .into_iter()
+            .filter(|d| d.labels.get(api::ZONE_TAG).is_none_or(|z| *z == self.zone))
+            .collect();
+        let snapshot = xds::ingress::IngressSnapshot {
+            zone: &self.zone,
+            meshes: &meshes,
+            dataplanes: &dataplanes,
+        };
+        let generated = xds::ingress::generate_ingress(&snapshot, &zi)
+            .map_err(|e| ProxyError::Generate(e.to_string()))?;
+        Ok(self.shared_snapshot(xds::encode(&generated)))
+    }
+
+    /// Generates the config of any proxy: a Dataplane or a ZoneIngress.
+    fn generate_any(&self, key: &ResourceKey) -> Result<ProxySnapshot, ProxyError> {
+        match &key.mesh {
+            None => self.generate_ingress(key),
+            Some(mesh) => {
+                let ctx = self.context(mesh)?;
+                self.generate_in(&ctx, key)
+            }
+        }
     }
 
     /// Registers a stream of `key` and returns its snapshot channel.
@@ -357,8 +399,7 @@ impl Proxies {
                 return Ok(rx);
             }
         }
-        let ctx = self.context(key.mesh.as_deref().unwrap_or_default())?;
-        let snap = Arc::new(self.generate_in(&ctx, key)?);
+        let snap = Arc::new(self.generate_any(key)?);
         let mut inner = self.lock();
         let e = inner.entry(key.clone()).or_insert_with(|| Entry {
             tx: watch::channel(snap).0,
@@ -547,23 +588,47 @@ impl Proxies {
                         continue;
                     }
                 };
-                if let Some(e) = self.lock().get_mut(&key) {
-                    let sent = e.tx.send_if_modified(|cur| {
-                        if **cur == *snap {
-                            false
-                        } else {
-                            *cur = snap.clone();
-                            true
-                        }
-                    });
-                    if sent {
-                        e.pending_since.get_or_insert(since);
+                changed += usize::from(self.publish(&key, snap, since));
+            }
+        }
+        if !meshes.is_empty() {
+            let ingresses: Vec<ResourceKey> = self
+                .lock()
+                .iter()
+                .filter(|(k, e)| e.streams > 0 && k.ty == ResourceType::ZoneIngress)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in ingresses {
+                match self.generate_ingress(&key) {
+                    Ok(snap) => changed += usize::from(self.publish(&key, Arc::new(snap), since)),
+                    Err(e) => {
+                        tracing::warn!(ingress = %key, error = %e, "cannot regenerate config")
                     }
-                    changed += usize::from(sent);
                 }
             }
         }
         changed
+    }
+
+    /// Hands `snap` to the proxy's stream unless it already has that
+    /// content; returns whether it changed.
+    fn publish(&self, key: &ResourceKey, snap: Arc<ProxySnapshot>, since: Instant) -> bool {
+        let mut inner = self.lock();
+        let Some(e) = inner.get_mut(key) else {
+            return false;
+        };
+        let sent = e.tx.send_if_modified(|cur| {
+            if **cur == *snap {
+                false
+            } else {
+                *cur = snap.clone();
+                true
+            }
+        });
+        if sent {
+            e.pending_since.get_or_insert(since);
+        }
+        sent
     }
 
     /// Follows the store and regenerates after each burst of changes.

@@ -84,6 +84,15 @@ impl DataplaneAuth {
     /// Whether `token` lets the proxy of `key` (already registered) stream.
     pub fn check_stream(&self, key: &ResourceKey, token: Option<&str>) -> Result<(), String> {
         let token = token.ok_or("no dataplane token on the xDS stream (authorization metadata)")?;
+        if key.ty == api::ResourceType::ZoneIngress {
+            let zi = self
+                .store
+                .get(key)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{key} is not registered; POST /bootstrap first"))?;
+            let zone = zi.labels.get(api::ZONE_TAG).cloned().unwrap_or_default();
+            return self.check_ingress(&zone, token);
+        }
         let claims = self.verify(token)?;
         let dp = self
             .store
