@@ -36,7 +36,10 @@ impl InProcessZone {
         let snapshot = SnapshotCache::start(
             store.clone(),
             &api::kds::ZONE_TO_GLOBAL,
-            kds_client::is_local,
+            // Unlike the real zone-cp, publish everything labelled as from
+            // a zone, whatever zone it names: tests use this to play a
+            // compromised zone the global must not believe.
+            |r: &api::Resource| r.labels.get(api::ORIGIN_LABEL).map(String::as_str) == Some("zone"),
             cancel.clone(),
         )?;
         let cfg = KdsClientConfig {

@@ -167,6 +167,14 @@ fn web_in_dmz_reaches_ledger_in_internal_only_through_the_ingress() {
         )
     });
 
+    // Nothing was refused on the way: no KDS NACK (a zone must not send
+    // other zones' ingresses back up), no Envoy NACK (an ingress with
+    // nothing to offer yet must not get an empty listener).
+    assert!(!global.log().contains("NACKed"), "{}", global.log());
+    for z in [&dmz, &internal] {
+        assert!(!z.cp.log().contains("rejected config"), "{}", z.cp.log());
+    }
+
     // It went through internal's ingress, which passed TLS through: the
     // ingress counts the connection, terminates no TLS, and the ledger's
     // sidecar authorized web's own certificate.

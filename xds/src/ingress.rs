@@ -147,7 +147,13 @@ pub fn generate_ingress(
         ..Default::default()
     }];
     Ok(ProxyResources {
-        listeners: vec![l],
+        // Envoy refuses a listener without filter chains: until this zone
+        // offers a service, the ingress has no listener.
+        listeners: if l.filter_chains.is_empty() {
+            Vec::new()
+        } else {
+            vec![l]
+        },
         clusters,
         endpoints,
     })

@@ -227,9 +227,12 @@ pub fn is_synced_from_global(r: &api::Resource, zone: &str) -> bool {
     }
 }
 
-/// Whether a resource is the zone's own, to publish to the global.
-pub fn is_local(r: &api::Resource) -> bool {
+/// Whether a resource is `zone`'s own, to publish to the global: created in
+/// a zone, and not in another zone (other zones' ingresses arrive from the
+/// global with their own zone's labels).
+pub fn is_local(r: &api::Resource, zone: &str) -> bool {
     r.labels.get(ORIGIN_LABEL).map(String::as_str) == Some("zone")
+        && r.labels.get(ZONE_TAG).is_none_or(|z| z == zone)
 }
 
 impl ZoneSink {

@@ -299,7 +299,10 @@ impl App {
                 let snapshot = SnapshotCache::start(
                     self.store.clone(),
                     &api::kds::ZONE_TO_GLOBAL,
-                    kds_client::is_local,
+                    {
+                        let zone = self.zone.clone();
+                        move |r| kds_client::is_local(r, &zone)
+                    },
                     shutdown.clone(),
                 )?;
                 tracing::info!(global = %cfg.global_address, "federated: syncing with the global");

@@ -2,8 +2,8 @@
 //!
 //!   demo-app serve --listen 127.0.0.1:8080 --name ledger   answers every
 //!       HTTP request with `hello from <name>`
-//!   demo-app get 127.0.0.1:10001                          prints the body,
-//!       exits 1 when the call fails (refused, reset, denied)
+//!   demo-app get 127.0.0.1:10001 [--path /]               prints the body,
+//!       exits 1 when the call fails (refused, reset, denied, not 200)
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,6 +31,9 @@ enum Command {
     /// One HTTP GET; prints the body, exits 1 on failure.
     Get {
         addr: SocketAddr,
+        /// The request path.
+        #[arg(long, default_value = "/")]
+        path: String,
         /// Seconds to wait for the connection and the answer.
         #[arg(long, default_value_t = 2)]
         timeout: u64,
@@ -55,12 +58,14 @@ fn serve(listen: SocketAddr, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn get(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out);
@@ -80,7 +85,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Get { addr, timeout } => match get(addr, Duration::from_secs(timeout)) {
+        Command::Get {
+            addr,
+            path,
+            timeout,
+        } => match get(addr, &path, Duration::from_secs(timeout)) {
             Ok(body) => {
                 println!("{body}");
                 ExitCode::SUCCESS

@@ -284,6 +284,14 @@ impl Identities {
         Ok(id)
     }
 
+    /// When the certificate last issued to `name` of `mesh` expires.
+    pub fn expiry(&self, mesh: &str, name: &str) -> Option<String> {
+        self.lock()
+            .certs
+            .get(&(mesh.to_owned(), name.to_owned()))
+            .map(|c| c.expiry_rfc3339.clone())
+    }
+
     /// Forgets a dataplane's certificate (it left).
     pub fn forget(&self, mesh: &str, name: &str) {
         self.lock()

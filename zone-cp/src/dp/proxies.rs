@@ -404,7 +404,13 @@ impl Proxies {
         let e = inner.entry(key.clone()).or_insert_with(|| Entry {
             tx: watch::channel(snap).0,
             streams: 0,
-            status: ProxyStatus::default(),
+            status: ProxyStatus {
+                cert_expiry: key
+                    .mesh
+                    .as_deref()
+                    .and_then(|m| self.identities.expiry(m, &key.name)),
+                ..Default::default()
+            },
             dirty: true,
             pending_since: None,
         });
