@@ -2,6 +2,8 @@
 //!
 //!   demo-app serve --listen 127.0.0.1:8080 --name ledger   answers every
 //!       HTTP request with `hello from <name>`
+//!   demo-app connect 10.0.0.2:8443                      a TCP connect only,
+//!       exits 1 when it cannot (refused, filtered, timed out)
 //!   demo-app get 127.0.0.1:10001 [--path /]               prints the body,
 //!       exits 1 when the call fails (refused, reset, denied, not 200)
 
@@ -27,6 +29,12 @@ enum Command {
         listen: SocketAddr,
         #[arg(long)]
         name: String,
+    },
+    /// Only open a TCP connection (no data); exits 1 when it cannot.
+    Connect {
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
     },
     /// One HTTP GET; prints the body, exits 1 on failure.
     Get {
@@ -85,6 +93,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Connect { addr, timeout } => {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(timeout)) {
+                Ok(_) => {
+                    println!("connected to {addr}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("demo-app: cannot connect to {addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Get {
             addr,
             path,
