@@ -41,6 +41,7 @@ struct Zone {
     ingress_addr: SocketAddr,
 }
 
+/// `internal`'s ingress advertises a hostname, which zones resolve.
 fn zone(global: &ControlPlane, name: &str) -> Zone {
     let cp = ControlPlane::zone(name, global).unwrap();
     wait_until(
@@ -56,8 +57,13 @@ fn zone(global: &ControlPlane, name: &str) -> Zone {
     .unwrap();
     let ingress_addr = free_addr();
     let port = ingress_addr.port();
+    let advertised = if name == "internal" {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
     let yaml = format!(
-        "type: ZoneIngress\nname: ingress\nnetworking:\n  address: 127.0.0.1\n  port: {port}\n  advertisedAddress: 127.0.0.1\n  advertisedPort: {port}\n"
+        "type: ZoneIngress\nname: ingress\nnetworking:\n  address: 127.0.0.1\n  port: {port}\n  advertisedAddress: {advertised}\n  advertisedPort: {port}\n"
     );
     let ingress = Sidecar::start_with_args(
         &cp,

@@ -271,6 +271,13 @@ impl App {
                 Ok(())
             }
         });
+        tasks.spawn({
+            let (store, p, s) = (self.store.clone(), proxies.clone(), shutdown.clone());
+            async move {
+                dp::names::run(store, p.names().clone(), p, s).await;
+                Ok(())
+            }
+        });
         let bootstrap_state = dp::bootstrap::BootstrapState {
             store: self.store.clone(),
             zone: self.zone.clone(),

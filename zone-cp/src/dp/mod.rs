@@ -9,6 +9,7 @@ pub mod delta;
 pub mod identity;
 pub mod insights;
 pub mod metrics;
+pub mod names;
 pub mod proxies;
 pub mod snapshot;
 pub mod sotw;

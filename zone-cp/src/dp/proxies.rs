@@ -82,7 +82,12 @@ pub struct MeshContext {
 }
 
 impl MeshContext {
-    pub fn load(store: &Store, zone: &str, mesh: &str) -> Result<Option<Self>, ProxyError> {
+    pub fn load(
+        store: &Store,
+        zone: &str,
+        mesh: &str,
+        names: &super::names::Names,
+    ) -> Result<Option<Self>, ProxyError> {
         let Some(mesh_res) = store.get(&ResourceKey::global(ResourceType::Mesh, mesh))? else {
             return Ok(None);
         };
@@ -101,7 +106,8 @@ impl MeshContext {
                 }
             }
         }
-        let zone_ingresses = store.list(ResourceType::ZoneIngress, None)?;
+        let mut zone_ingresses = store.list(ResourceType::ZoneIngress, None)?;
+        names.substitute(&mut zone_ingresses);
         Ok(Some(Self {
             zone_ingresses,
             mesh: mesh_res,
@@ -209,6 +215,7 @@ pub struct Proxies {
     /// Wakes the insight writer.
     changed: Arc<Notify>,
     metrics: XdsMetrics,
+    names: super::names::Names,
 }
 
 impl Proxies {
@@ -222,7 +229,13 @@ impl Proxies {
             interner: Arc::default(),
             changed: Arc::default(),
             metrics: XdsMetrics::default(),
+            names: Default::default(),
         }
+    }
+
+    /// Resolved ingress hostnames, for [`super::names::run`].
+    pub fn names(&self) -> &super::names::Names {
+        &self.names
     }
 
     /// Records into `metrics` (registered by the caller).
@@ -259,7 +272,7 @@ impl Proxies {
 
     fn reload_context(&self, mesh: &str) -> Result<Arc<MeshContext>, ProxyError> {
         let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
-        match MeshContext::load(&self.store, &self.zone, mesh)? {
+        match MeshContext::load(&self.store, &self.zone, mesh, &self.names)? {
             Some(c) => {
                 let c = Arc::new(c);
                 contexts.insert(mesh.to_owned(), c.clone());
