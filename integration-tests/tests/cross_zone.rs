@@ -93,21 +93,29 @@ fn app(
     answer: &str,
     outbounds: &[(u16, &str)],
 ) -> App {
+    app_in("default", zone, global, name, service, answer, outbounds)
+}
+
+fn app_in(
+    mesh: &str,
+    zone: &ControlPlane,
+    global: &ControlPlane,
+    name: &str,
+    service: &str,
+    answer: &str,
+    outbounds: &[(u16, &str)],
+) -> App {
     let workload = Workload::start(answer);
     let dp = dataplane_yaml(
-        "default",
+        mesh,
         name,
         service,
         free_addr().port(),
         workload.addr.port(),
         outbounds,
     );
-    let sidecar = Sidecar::start(
-        zone,
-        &dp,
-        &global.dataplane_token("default", service).unwrap(),
-    )
-    .unwrap();
+    let sidecar =
+        Sidecar::start(zone, &dp, &global.dataplane_token(mesh, service).unwrap()).unwrap();
     sidecar.wait_live().unwrap();
     App {
         sidecar,
@@ -172,6 +180,63 @@ fn web_in_dmz_reaches_ledger_in_internal_only_through_the_ingress() {
             dmz.cp.log()
         )
     });
+
+    // A second mesh with its own ledger in internal: each mesh's web gets
+    // its own mesh's ledger through the same ingress (the SNI names the
+    // mesh), never the other's.
+    let other = MESH.replace("name: default", "name: other");
+    assert_eq!(
+        global.client().put_yaml("/meshes/other", &other).status,
+        201
+    );
+    apply(
+        &global,
+        &permission("web-to-ledger", &[("kuma.io/service", "web")], "ledger")
+            .replace("mesh: default", "mesh: other"),
+    );
+    wait_until("mesh other on both zones", Duration::from_secs(10), || {
+        [&dmz, &internal]
+            .iter()
+            .all(|z| z.cp.client().get("/meshes/other").status == 200)
+            .then_some(())
+    })
+    .unwrap();
+    let _other_ledger = app_in(
+        "other",
+        &internal.cp,
+        &global,
+        "ledger-o",
+        "ledger",
+        "other ledger",
+        &[],
+    );
+    let other_out = free_addr();
+    let _other_web = app_in(
+        "other",
+        &dmz.cp,
+        &global,
+        "web-o",
+        "web",
+        "web",
+        &[(other_out.port(), "ledger")],
+    );
+    wait_until(
+        "mesh other's web reaches its ledger",
+        Duration::from_secs(30),
+        || {
+            http_get(other_out)
+                .filter(|b| b == "hello from other ledger")
+                .map(|_| ())
+        },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            http_get(other_out).as_deref(),
+            Some("hello from other ledger")
+        );
+        assert_eq!(call().as_deref(), Some("hello from ledger in internal"));
+    }
 
     // Nothing was refused on the way: no KDS NACK (a zone must not send
     // other zones' ingresses back up), no Envoy NACK (an ingress with
