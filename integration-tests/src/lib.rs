@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub mod envoy;
 pub mod inproc;
 pub mod tls_probe;
+pub mod xds_load;
 
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
@@ -299,6 +300,11 @@ impl ControlPlane {
             .as_str()
             .map(str::to_owned)
             .context("the token is text")
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     pub fn api_url(&self) -> String {

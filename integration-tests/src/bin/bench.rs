@@ -57,6 +57,22 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         policies: usize,
     },
+    /// xDS at scale: simulated Envoys (ADS clients that ACK like Envoy) in
+    /// one zone: memory per dataplane, change-to-ACK, mesh-wide push.
+    Xds {
+        /// Fleet sizes to run, one after another.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        dataplanes: Vec<usize>,
+        /// Services the dataplanes are spread over.
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        /// Targeted TrafficPermission changes timed per size.
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// TLS connections the streams share.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+    },
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -85,6 +101,18 @@ fn main() -> anyhow::Result<()> {
         } => {
             let result = kds_bench(changes, zones, policies)?;
             write_json(&cli.out_dir, "kds", &result)?;
+        }
+        Scenario::Xds {
+            dataplanes,
+            services,
+            changes,
+            connections,
+        } => {
+            let mut results = Vec::new();
+            for n in dataplanes {
+                results.push(xds_bench(n, services, changes, connections)?);
+            }
+            write_json(&cli.out_dir, "xds", &json!(results))?;
         }
     }
     Ok(())
@@ -469,4 +497,204 @@ fn kds_bench(changes: usize, zones: usize, policies: usize) -> anyhow::Result<se
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn tp_yaml(name: &str, source: &str, destination: &str) -> String {
+    format!(
+        "type: TrafficPermission\nmesh: {MESH}\nname: {name}\nsources:\n  - match:\n      kuma.io/service: '{source}'\ndestinations:\n  - match:\n      kuma.io/service: '{destination}'\n"
+    )
+}
+
+/// Registers `n` Dataplanes (service `svc-<i % services>`, outbounds to the
+/// next two services) through the zone's API with `threads` clients.
+fn register_dataplanes(
+    zone: &ApiClient,
+    n: usize,
+    services: usize,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (zone, next, failed) = (zone.clone(), next.clone(), failed.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let svc = |k: usize| format!("svc-{}", k % services);
+                let dp = json!({
+                    "type": "Dataplane", "mesh": MESH, "name": format!("dp-{i}"),
+                    "networking": {
+                        "address": "127.0.0.1",
+                        "inbound": [{"port": 20_000 + i, "servicePort": 8080,
+                                     "tags": {"kuma.io/service": svc(i)}}],
+                        "outbound": [
+                            {"port": 10001, "tags": {"kuma.io/service": svc(i + 1)}},
+                            {"port": 10002, "tags": {"kuma.io/service": svc(i + 2)}},
+                        ],
+                    },
+                });
+                let st = zone
+                    .put_json(&format!("/meshes/{MESH}/dataplanes/dp-{i}"), &dp)
+                    .status;
+                if st != 201 && st != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} dataplanes could not be registered");
+    Ok(())
+}
+
+fn xds_bench(
+    n: usize,
+    services: usize,
+    changes: usize,
+    connections: usize,
+) -> anyhow::Result<serde_json::Value> {
+    use integration_tests::xds_load::{cpu_time, rss_kib, Fleet, Target};
+    let rt = tokio::runtime::Runtime::new()?;
+    let global = ControlPlane::start()?;
+    let g = global.client();
+    let mesh = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
+    anyhow::ensure!(g.put_yaml("/meshes/default", mesh).status == 201);
+    anyhow::ensure!(
+        g.put_yaml(
+            &format!("/meshes/{MESH}/traffic-permissions/allow-all-default"),
+            &tp_yaml("allow-all-default", "*", "*")
+        )
+        .status
+            == 201
+    );
+    let zone = ControlPlane::zone("zone-1", &global)?;
+    let z = zone.client();
+    wait_until(
+        "mesh, policy and token key on the zone",
+        PROPAGATION_DEADLINE * 10,
+        || {
+            (z.get("/meshes/default/traffic-permissions/allow-all-default")
+                .status
+                == 200
+                && z.get("/dataplane-token-keys").body["total"].as_u64() >= Some(1))
+            .then_some(())
+        },
+    )?;
+    let zone_pid = zone.pid().expect("zone running");
+    eprintln!("[{n}] registering {n} dataplanes over {services} services...");
+    let t = Instant::now();
+    register_dataplanes(&z, n, services, 4)?;
+    eprintln!("[{n}] registered in {:.1} s", t.elapsed().as_secs_f64());
+    let tokens: Vec<String> = (0..services)
+        .map(|s| global.dataplane_token(MESH, &format!("svc-{s}")))
+        .collect::<anyhow::Result<_>>()?;
+    let proxies: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{MESH}.dp-{i}"), tokens[i % services].clone()))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = rss_kib(zone_pid).unwrap_or(0);
+    let target = Target {
+        addr: zone.dp_addr.expect("dp server"),
+        ca_pem: std::fs::read_to_string(zone.data_dir.join("dp-server-ca.pem"))?,
+    };
+    eprintln!("[{n}] connecting {n} simulated proxies over {connections} connections...");
+    let fleet = rt.block_on(Fleet::connect(&target, &proxies, connections))?;
+    let connect_time = rt.block_on(fleet.wait_ready(Duration::from_secs(600)))?;
+    eprintln!(
+        "[{n}] all got their config in {:.1} s",
+        connect_time.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_after = rss_kib(zone_pid).unwrap_or(0);
+    let per_dp_kib = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+
+    // Mesh-wide: the default permission every proxy uses changes.
+    let cpu0 = cpu_time(zone_pid).unwrap_or_default();
+    let all: Vec<usize> = (0..n).collect();
+    let t0 = fleet.now_ns();
+    anyhow::ensure!(
+        g.put_yaml(
+            &format!("/meshes/{MESH}/traffic-permissions/allow-all-default"),
+            &tp_yaml("allow-all-default", "any-caller", "*")
+        )
+        .status
+            == 200
+    );
+    let mesh_wide = rt.block_on(fleet.wait_lds_after(&all, t0, Duration::from_secs(120)))?;
+    let mesh_wide_cpu = cpu_time(zone_pid).unwrap_or_default().saturating_sub(cpu0);
+    eprintln!(
+        "[{n}] mesh-wide change ACKed by all in {:.0} ms",
+        ms(mesh_wide)
+    );
+
+    // Targeted: one service's own permission changes; its proxies ACK.
+    let mut samples = Vec::with_capacity(changes);
+    for k in 0..changes {
+        let s = k % services;
+        let affected: Vec<usize> = (s..n).step_by(services).collect();
+        let t0 = fleet.now_ns();
+        let name = format!("tp-svc-{s}");
+        let st = g
+            .put_yaml(
+                &format!("/meshes/{MESH}/traffic-permissions/{name}"),
+                &tp_yaml(&name, &format!("caller-{k}"), &format!("svc-{s}")),
+            )
+            .status;
+        anyhow::ensure!(st == 201 || st == 200, "PUT {name} answered {st}");
+        samples.push(rt.block_on(fleet.wait_lds_after(&affected, t0, Duration::from_secs(30)))?);
+    }
+    let targeted = percentiles(samples);
+    let per_service = n / services.max(1);
+
+    println!("\nxDS at scale: {n} simulated proxies in one zone, {services} services ({per_service} proxies each), {connections} connections\n");
+    println!("| figure | value | target | verdict |");
+    println!("|---|---|---|---|");
+    println!(
+        "| all {n} proxies connected and configured | {:.1} s | | |",
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "| zone CP RSS before / after connecting | {:.0} / {:.0} MiB | | |",
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
+    println!("| zone CP memory per connected dataplane | {per_dp_kib:.1} KiB | < 100 KB at 10,000 | {} |", verdict(per_dp_kib, 97.6));
+    println!(
+        "| change-to-ACK p50 ({per_service} proxies, {changes} changes) | {:.1} ms | | |",
+        targeted.p50
+    );
+    println!(
+        "| change-to-ACK p99 | {:.1} ms | < 100 ms at 1,000 | {} |",
+        targeted.p99,
+        verdict(targeted.p99, 100.0)
+    );
+    println!(
+        "| mesh-wide change, all {n} ACKed | {:.0} ms | < 2 s at 10,000 | {} |",
+        ms(mesh_wide),
+        verdict(ms(mesh_wide), 2000.0)
+    );
+    println!(
+        "| zone CP CPU for the mesh-wide change | {:.2} s | | |",
+        mesh_wide_cpu.as_secs_f64()
+    );
+    drop(fleet);
+    Ok(json!({
+        "scenario": "xds",
+        "dataplanes": n,
+        "services": services,
+        "connections": connections,
+        "connect_s": connect_time.as_secs_f64(),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "per_dataplane_kib": per_dp_kib,
+        "change_to_ack_ms": { "p50": targeted.p50, "p99": targeted.p99, "max": targeted.max, "proxies_per_change": per_service },
+        "mesh_wide_ms": ms(mesh_wide),
+        "mesh_wide_cpu_s": mesh_wide_cpu.as_secs_f64(),
+    }))
 }

@@ -77,6 +77,7 @@ pub struct MeshContext {
     pub zone_ingresses: Vec<Resource>,
     /// Service name to the indexes in `dataplanes` that have an inbound of it.
     by_service: HashMap<String, Vec<usize>>,
+    by_name: HashMap<String, usize>,
     /// Endpoint sources per set of outbound services, built on first use.
     sources: Mutex<HashMap<BTreeSet<String>, Arc<Vec<Resource>>>>,
 }
@@ -108,7 +109,13 @@ impl MeshContext {
         }
         let mut zone_ingresses = store.list(ResourceType::ZoneIngress, None)?;
         names.substitute(&mut zone_ingresses);
+        let by_name = dataplanes
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
         Ok(Some(Self {
+            by_name,
             zone_ingresses,
             mesh: mesh_res,
             traffic_permissions,
@@ -116,6 +123,10 @@ impl MeshContext {
             by_service,
             sources: Mutex::default(),
         }))
+    }
+
+    pub fn dataplane(&self, name: &str) -> Option<&Resource> {
+        self.by_name.get(name).map(|&i| &self.dataplanes[i])
     }
 
     /// The Dataplanes that serve any of `dp`'s outbound services: all that
@@ -201,6 +212,96 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// Which proxies of a mesh a burst of changes can affect.
+#[derive(Debug, Default, Clone)]
+pub struct Affects {
+    pub all: bool,
+    /// Proxies with an inbound of one of these services (their RBAC).
+    pub inbound: BTreeSet<String>,
+    /// Proxies with an outbound to one of these services (their endpoints).
+    pub outbound: BTreeSet<String>,
+    /// These proxies themselves.
+    pub names: BTreeSet<String>,
+}
+
+impl Affects {
+    fn everything() -> Self {
+        Self {
+            all: true,
+            ..Default::default()
+        }
+    }
+
+    /// Notes the services a TrafficPermission's destinations select; a
+    /// wildcard or a selector without a service affects every proxy.
+    fn permission(&mut self, tp: &Resource) {
+        let Spec::TrafficPermission(spec) = &tp.spec else {
+            return;
+        };
+        for d in &spec.destinations {
+            match d.match_tags.get(api::SERVICE_TAG) {
+                Some(s) if s != "*" => {
+                    self.inbound.insert(s.clone());
+                }
+                _ => self.all = true,
+            }
+        }
+    }
+
+    /// Notes a Dataplane: itself, and the callers of its services.
+    fn dataplane(&mut self, dp: &Resource) {
+        self.names.insert(dp.name.clone());
+        self.outbound.extend(services(dp, |n| &n.inbound));
+    }
+
+    /// What differs between two loads of a mesh: the proxies whose config
+    /// can differ. Derived from the contexts themselves, not from change
+    /// events, so a change that lands while a pass runs is never missed.
+    fn between(prev: &MeshContext, next: &MeshContext) -> Self {
+        let mut a = Self::default();
+        if prev.mesh != next.mesh || prev.zone_ingresses != next.zone_ingresses {
+            return Self::everything();
+        }
+        let tps = |c: &MeshContext| -> HashMap<String, usize> {
+            c.traffic_permissions
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect()
+        };
+        let (pt, nt) = (tps(prev), tps(next));
+        for name in pt.keys().chain(nt.keys()) {
+            let old = pt.get(name).map(|&i| &prev.traffic_permissions[i]);
+            let new = nt.get(name).map(|&i| &next.traffic_permissions[i]);
+            if old != new {
+                old.into_iter().chain(new).for_each(|t| a.permission(t));
+            }
+        }
+        for name in prev.by_name.keys().chain(next.by_name.keys()) {
+            let (old, new) = (prev.dataplane(name), next.dataplane(name));
+            if old != new {
+                old.into_iter().chain(new).for_each(|d| a.dataplane(d));
+            }
+        }
+        a
+    }
+
+    fn merge(&mut self, other: Affects) {
+        self.all |= other.all;
+        self.inbound.extend(other.inbound);
+        self.outbound.extend(other.outbound);
+        self.names.extend(other.names);
+    }
+
+    fn covers(&self, dp: Option<&Resource>) -> bool {
+        let Some(dp) = dp else { return true };
+        self.all
+            || self.names.contains(&dp.name)
+            || services(dp, |n| &n.inbound).any(|s| self.inbound.contains(&s))
+            || services(dp, |n| &n.outbound).any(|s| self.outbound.contains(&s))
+    }
 }
 
 /// The registry; cheap to clone.
@@ -290,7 +391,10 @@ impl Proxies {
         match &key.mesh {
             None => self.generate_ingress(key),
             Some(mesh) => {
-                let ctx = self.reload_context(mesh)?;
+                // A fresh load that does not replace the cached context: the
+                // next pass diffs against what the proxies were given.
+                let ctx = MeshContext::load(&self.store, &self.zone, mesh, &self.names)?
+                    .ok_or_else(|| ProxyError::UnknownMesh(mesh.clone()))?;
                 self.generate_in(&ctx, key)
             }
         }
@@ -570,24 +674,35 @@ impl Proxies {
     /// proxy when `None`) and publishes changed snapshots. Returns how many
     /// proxies got a new snapshot.
     pub fn regenerate(&self, meshes: Option<&BTreeSet<String>>) -> usize {
-        self.regenerate_since(meshes, Instant::now())
+        let meshes = meshes.cloned().unwrap_or_else(|| self.connected_meshes());
+        let scope = meshes
+            .into_iter()
+            .map(|m| (m, Affects::everything()))
+            .collect();
+        self.regenerate_since(&scope, Instant::now())
     }
 
-    /// [`Proxies::regenerate`] for a change that happened at `since`.
-    fn regenerate_since(&self, meshes: Option<&BTreeSet<String>>, since: Instant) -> usize {
+    /// Regenerates the proxies `scope` says may be affected by a change that
+    /// happened at `since`.
+    fn regenerate_since(&self, scope: &BTreeMap<String, Affects>, since: Instant) -> usize {
         let started = Instant::now();
-        let changed = self.regenerate_meshes(meshes, since);
+        let changed = self.regenerate_meshes(scope, since);
         self.metrics
             .regeneration
             .observe(started.elapsed().as_secs_f64());
         changed
     }
 
-    fn regenerate_meshes(&self, meshes: Option<&BTreeSet<String>>, since: Instant) -> usize {
-        let meshes = meshes.cloned().unwrap_or_else(|| self.connected_meshes());
+    fn regenerate_meshes(&self, scope: &BTreeMap<String, Affects>, since: Instant) -> usize {
         let mut changed = 0;
-        for mesh in &meshes {
+        for (mesh, asked) in scope {
             self.identities.forget_ca(mesh);
+            let prev = self
+                .contexts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(mesh)
+                .cloned();
             let ctx = match self.reload_context(mesh) {
                 Ok(c) => c,
                 Err(ProxyError::UnknownMesh(_)) => continue,
@@ -599,7 +714,15 @@ impl Proxies {
             if mtls_enabled(&ctx.mesh) {
                 self.identities.prepare(mesh);
             }
+            let mut affects = asked.clone();
+            match &prev {
+                Some(prev) => affects.merge(Affects::between(prev, &ctx)),
+                None => affects.all = true,
+            }
             for key in self.connected(mesh) {
+                if !affects.covers(ctx.dataplane(&key.name)) {
+                    continue;
+                }
                 let snap = match self.generate_in(&ctx, &key) {
                     Ok(s) => Arc::new(s),
                     Err(e) => {
@@ -610,7 +733,7 @@ impl Proxies {
                 changed += usize::from(self.publish(&key, snap, since));
             }
         }
-        if !meshes.is_empty() {
+        if !scope.is_empty() {
             let ingresses: Vec<ResourceKey> = self
                 .lock()
                 .iter()
@@ -627,6 +750,49 @@ impl Proxies {
             }
         }
         changed
+    }
+
+    /// Notes which meshes a store change touches, and whether every proxy
+    /// of a mesh is affected (`all`: of every mesh).
+    fn note(
+        &self,
+        c: Result<store::Change, tokio::sync::broadcast::error::RecvError>,
+        scope: &mut BTreeMap<String, Affects>,
+        all: &mut bool,
+    ) {
+        let Ok(c) = c else {
+            *all = true;
+            return;
+        };
+        let r = c.kind.resource();
+        let mesh = match (r.ty(), &r.mesh) {
+            // Written by this zone for others, or not read by any proxy.
+            (
+                ResourceType::MeshCaRequest
+                | ResourceType::DataplaneInsight
+                | ResourceType::DataplaneTokenKey
+                | ResourceType::Zone,
+                _,
+            ) => return,
+            (ResourceType::Mesh, None) => {
+                scope.insert(r.name.clone(), Affects::everything());
+                return;
+            }
+            (_, Some(m)) => m.clone(),
+            _ => {
+                *all = true;
+                return;
+            }
+        };
+        let affects = scope.entry(mesh).or_default();
+        // Which permissions and dataplanes changed is read off the mesh's
+        // context before and after the pass (Affects::between).
+        if !matches!(
+            r.ty(),
+            ResourceType::TrafficPermission | ResourceType::Dataplane
+        ) {
+            affects.all = true;
+        }
     }
 
     /// Hands `snap` to the proxy's stream unless it already has that
@@ -666,10 +832,10 @@ impl Proxies {
                 c = watch.recv() => c,
             };
             let first_at = Instant::now();
-            let mut meshes = BTreeSet::new();
+            let mut scope = BTreeMap::new();
             let mut all = false;
-            note(first, &mut meshes, &mut all);
-            if meshes.is_empty() && !all {
+            self.note(first, &mut scope, &mut all);
+            if scope.is_empty() && !all {
                 continue;
             }
             let deadline = tokio::time::sleep(debounce);
@@ -677,7 +843,7 @@ impl Proxies {
             loop {
                 tokio::select! {
                     _ = &mut deadline => break,
-                    c = watch.recv() => note(c, &mut meshes, &mut all),
+                    c = watch.recv() => self.note(c, &mut scope, &mut all),
                 }
             }
             if all {
@@ -685,47 +851,19 @@ impl Proxies {
                 if let Ok(Ok(list)) =
                     tokio::task::spawn_blocking(move || store.list(ResourceType::Mesh, None)).await
                 {
-                    meshes.extend(list.into_iter().map(|m| m.name));
+                    for m in list {
+                        scope.insert(m.name, Affects::everything());
+                    }
                 }
             }
             let this = self.clone();
             let started = std::time::Instant::now();
             let changed =
-                tokio::task::spawn_blocking(move || this.regenerate_since(Some(&meshes), first_at))
+                tokio::task::spawn_blocking(move || this.regenerate_since(&scope, first_at))
                     .await
                     .unwrap_or(0);
             tracing::debug!(changed, took = ?started.elapsed(), "regenerated proxy config");
         }
-    }
-}
-
-/// Notes which meshes a store change affects (`all` when unknown).
-fn note(
-    c: Result<store::Change, tokio::sync::broadcast::error::RecvError>,
-    meshes: &mut BTreeSet<String>,
-    all: &mut bool,
-) {
-    let Ok(c) = c else {
-        *all = true;
-        return;
-    };
-    let r = c.kind.resource();
-    match (r.ty(), &r.mesh) {
-        // Written by this zone for others, or not read by any proxy.
-        (
-            ResourceType::MeshCaRequest
-            | ResourceType::DataplaneInsight
-            | ResourceType::DataplaneTokenKey
-            | ResourceType::Zone,
-            _,
-        ) => {}
-        (_, Some(m)) => {
-            meshes.insert(m.clone());
-        }
-        (ResourceType::Mesh, None) => {
-            meshes.insert(r.name.clone());
-        }
-        _ => *all = true,
     }
 }
 
@@ -738,5 +876,72 @@ async fn sleep_until(at: Option<std::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(store: &Store, yaml: &str) {
+        let v = api::parse_documents(yaml).unwrap().pop().unwrap();
+        store
+            .put(Resource::from_value(v).unwrap(), store::Precondition::None)
+            .unwrap();
+    }
+
+    fn dp(store: &Store, name: &str, service: &str, outbound: &str) {
+        put(
+            store,
+            &format!("type: Dataplane\nmesh: m\nname: {name}\nnetworking:\n  address: 127.0.0.1\n  inbound:\n    - port: 1000\n      tags:\n        kuma.io/service: {service}\n  outbound:\n    - port: 2000\n      tags:\n        kuma.io/service: {outbound}\n"),
+        );
+    }
+
+    fn tp(store: &Store, destination: &str) {
+        put(
+            store,
+            &format!("type: TrafficPermission\nmesh: m\nname: p\nsources:\n  - match:\n      kuma.io/service: '*'\ndestinations:\n  - match:\n      kuma.io/service: '{destination}'\n"),
+        );
+    }
+
+    #[test]
+    fn only_proxies_a_change_can_affect_are_regenerated() {
+        let store = Store::temporary().unwrap();
+        put(&store, "type: Mesh\nname: m\n");
+        dp(&store, "a-1", "a", "b");
+        dp(&store, "b-1", "b", "c");
+        dp(&store, "c-1", "c", "a");
+        tp(&store, "a");
+        let names = super::super::names::Names::default();
+        let load = || {
+            MeshContext::load(&store, "z", "m", &names)
+                .unwrap()
+                .unwrap()
+        };
+        let covered = |a: &Affects, ctx: &MeshContext| -> Vec<String> {
+            ["a-1", "b-1", "c-1"]
+                .into_iter()
+                .filter(|n| a.covers(ctx.dataplane(n)))
+                .map(str::to_owned)
+                .collect()
+        };
+        let before = load();
+        // The permission moves from a to b: both a's and b's proxies.
+        tp(&store, "b");
+        let after = load();
+        let a = Affects::between(&before, &after);
+        assert_eq!(covered(&a, &after), ["a-1", "b-1"]);
+        // A new instance of c: itself and c's callers (b).
+        dp(&store, "c-2", "c", "a");
+        let later = load();
+        let a = Affects::between(&after, &later);
+        assert_eq!(covered(&a, &later), ["b-1"]);
+        assert!(a.covers(later.dataplane("c-2")));
+        // No change: nobody.
+        assert!(covered(&Affects::between(&later, &load()), &later).is_empty());
+        // A wildcard destination: everybody.
+        tp(&store, "*");
+        let wild = load();
+        assert_eq!(covered(&Affects::between(&later, &wild), &wild).len(), 3);
     }
 }
