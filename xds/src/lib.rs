@@ -107,6 +107,20 @@ pub fn generate(
     snapshot: &Snapshot,
     dataplane: &Resource,
 ) -> Result<ProxyResources, GenerateError> {
+    let (mut resources, services) = generate_parts(snapshot, dataplane)?;
+    let services: BTreeSet<&str> = services.iter().map(String::as_str).collect();
+    resources.endpoints = endpoints_of(snapshot, &services);
+    Ok(resources)
+}
+
+/// The listeners and clusters of `dataplane`'s Envoy (no endpoints), and
+/// the services its outbounds reach. A control plane with many proxies
+/// computes each service's endpoints once with [`endpoints_of`] (they
+/// depend on the snapshot only) and shares them.
+pub fn generate_parts(
+    snapshot: &Snapshot,
+    dataplane: &Resource,
+) -> Result<(ProxyResources, BTreeSet<String>), GenerateError> {
     let proxy = proxy(snapshot, dataplane)?;
     let mut out = common::Resources::default();
     for (index, inbound) in proxy.networking.inbound.iter().enumerate() {
@@ -114,22 +128,30 @@ pub fn generate(
     }
     let mut services = BTreeSet::new();
     for (index, outbound) in proxy.networking.outbound.iter().enumerate() {
-        services.insert(outbound::add(&proxy, index, outbound, &mut out)?);
+        services.insert(outbound::add(&proxy, index, outbound, &mut out)?.to_owned());
     }
-    Ok(ProxyResources {
+    let resources = ProxyResources {
         listeners: out.listeners.into_values().collect(),
         clusters: out.clusters.into_values().collect(),
-        endpoints: outbound::endpoints(
-            proxy.mesh,
-            &services,
-            snapshot.dataplanes,
-            if proxy.mtls {
-                outbound::Remote::Through(snapshot.zone, snapshot.zone_ingresses)
-            } else {
-                outbound::Remote::None
-            },
-        ),
-    })
+        endpoints: Vec::new(),
+    };
+    Ok((resources, services))
+}
+
+/// The endpoints of `services` in the snapshot's mesh: local inbounds and,
+/// with mTLS, other zones' ingresses. Sorted by service.
+pub fn endpoints_of(snapshot: &Snapshot, services: &BTreeSet<&str>) -> Vec<ClusterLoadAssignment> {
+    let mtls = matches!(&snapshot.mesh.spec, Spec::Mesh(m) if m.mtls.as_ref().and_then(|t| t.enabled_backend.as_deref()).is_some_and(|b| !b.is_empty()));
+    outbound::endpoints(
+        &snapshot.mesh.name,
+        services,
+        snapshot.dataplanes,
+        if mtls {
+            outbound::Remote::Through(snapshot.zone, snapshot.zone_ingresses)
+        } else {
+            outbound::Remote::None
+        },
+    )
 }
 
 /// Checks the inputs' types and meshes and gathers what generation needs.

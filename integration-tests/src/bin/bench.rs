@@ -615,6 +615,7 @@ fn xds_bench(
     let per_dp_kib = rss_after.saturating_sub(rss_before) as f64 / n as f64;
 
     // Mesh-wide: the default permission every proxy uses changes.
+    let m0 = metric_sums(&zone);
     let cpu0 = cpu_time(zone_pid).unwrap_or_default();
     let all: Vec<usize> = (0..n).collect();
     let t0 = fleet.now_ns();
@@ -628,10 +629,20 @@ fn xds_bench(
     );
     let mesh_wide = rt.block_on(fleet.wait_lds_after(&all, t0, Duration::from_secs(120)))?;
     let mesh_wide_cpu = cpu_time(zone_pid).unwrap_or_default().saturating_sub(cpu0);
+    let m1 = metric_sums(&zone);
+    let delta = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);
+    let regen_ms = delta("xds_regeneration_duration_seconds_sum") * 1000.0;
+    let generated = delta("xds_proxy_generation_duration_seconds_count");
+    let per_proxy_us =
+        delta("xds_proxy_generation_duration_seconds_sum") * 1e6 / generated.max(1.0);
     eprintln!(
         "[{n}] mesh-wide change ACKed by all in {:.0} ms",
         ms(mesh_wide)
     );
+
+    // Let the burst settle (insights of every proxy are written and synced
+    // up a second after their ACKs) before timing single changes.
+    std::thread::sleep(Duration::from_secs(5));
 
     // Targeted: one service's own permission changes; its proxies ACK.
     let mut samples = Vec::with_capacity(changes);
@@ -669,10 +680,15 @@ fn xds_bench(
         "| change-to-ACK p50 ({per_service} proxies, {changes} changes) | {:.1} ms | | |",
         targeted.p50
     );
+    // The target is stated for 1,000 dataplanes.
+    let (target, judged) = if n <= 1000 {
+        ("< 100 ms at 1,000", verdict(targeted.p99, 100.0))
+    } else {
+        ("(target is for 1,000)", "")
+    };
     println!(
-        "| change-to-ACK p99 | {:.1} ms | < 100 ms at 1,000 | {} |",
-        targeted.p99,
-        verdict(targeted.p99, 100.0)
+        "| change-to-ACK p99 | {:.1} ms | {target} | {judged} |",
+        targeted.p99
     );
     println!(
         "| mesh-wide change, all {n} ACKed | {:.0} ms | < 2 s at 10,000 | {} |",
@@ -683,6 +699,7 @@ fn xds_bench(
         "| zone CP CPU for the mesh-wide change | {:.2} s | | |",
         mesh_wide_cpu.as_secs_f64()
     );
+    println!("| of which regeneration passes (wall) | {regen_ms:.0} ms for {generated:.0} proxies, {per_proxy_us:.0} µs each | | |");
     drop(fleet);
     Ok(json!({
         "scenario": "xds",
@@ -696,5 +713,25 @@ fn xds_bench(
         "change_to_ack_ms": { "p50": targeted.p50, "p99": targeted.p99, "max": targeted.max, "proxies_per_change": per_service },
         "mesh_wide_ms": ms(mesh_wide),
         "mesh_wide_cpu_s": mesh_wide_cpu.as_secs_f64(),
+        "mesh_wide_regeneration_ms": regen_ms,
+        "proxy_generation_us": per_proxy_us,
     }))
+}
+
+/// `name value` lines of a control plane's /metrics, summed by name.
+fn metric_sums(cp: &ControlPlane) -> std::collections::HashMap<String, f64> {
+    let text = reqwest::blocking::get(format!("http://{}/metrics", cp.diagnostics_addr))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let mut parts = line.split_whitespace();
+        if let (Some(name), Some(v)) = (parts.next(), parts.next()) {
+            if let Ok(v) = v.parse::<f64>() {
+                let name = name.split('{').next().unwrap_or(name).to_owned();
+                *out.entry(name).or_insert(0.0) += v;
+            }
+        }
+    }
+    out
 }

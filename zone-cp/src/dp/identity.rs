@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Identity {
     pub chain_pem: String,
     pub key_pem: String,
@@ -39,6 +39,12 @@ pub struct Identity {
     renew_at: Instant,
     /// The issuing CA certificate, to notice a CA change.
     issuer_pem: String,
+    /// The inbound tags it was issued for.
+    tags: BTreeMap<String, BTreeSet<String>>,
+    /// Its SDS secrets, encoded once (by the proxy registry).
+    pub encoded: std::sync::OnceLock<
+        Arc<Vec<(String, String, Arc<xds_api::pb::google::protobuf::Any>, u64)>>,
+    >,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +74,7 @@ struct ZoneCa {
 #[derive(Default)]
 struct State {
     cas: HashMap<String, ZoneCa>,
-    certs: HashMap<(String, String), Identity>,
+    certs: HashMap<(String, String), Arc<Identity>>,
 }
 
 /// Issues and caches workload certificates; cheap to clone.
@@ -246,20 +252,21 @@ impl Identities {
     /// The current identity of `dp`, issuing a new one when there is none,
     /// when it is due for renewal, when its tags changed or when the CA
     /// changed.
-    pub fn identity(&self, mesh: &Resource, dp: &Resource) -> Result<Identity, IdentityError> {
+    pub fn identity(&self, mesh: &Resource, dp: &Resource) -> Result<Arc<Identity>, IdentityError> {
         let slot = (mesh.name.clone(), dp.name.clone());
         let tags = inbound_tags(dp);
         let ca = self.zone_ca(&mesh.name)?;
         if let Some(id) = self.lock().certs.get(&slot) {
             if Instant::now() < id.renew_at
                 && id.issuer_pem == ca.issuer.cert_pem
-                && certs::cert_uri_sans(&id.chain_pem).is_ok_and(|s| sans_match(&s, &tags))
+                && id.tags == tags
             {
                 return Ok(id.clone());
             }
         }
         let life = lifetime(mesh);
         let cert = certs::issue_workload_cert(&ca.issuer, &mesh.name, &self.zone, &tags, life)?;
+        debug_assert!(certs::cert_uri_sans(&cert.cert_pem).is_ok_and(|s| sans_match(&s, &tags)));
         let expiry = certs::cert_not_after(&cert.cert_pem)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -271,14 +278,16 @@ impl Identities {
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
             .unwrap_or_default();
-        let id = Identity {
+        let id = Arc::new(Identity {
+            encoded: Default::default(),
+            tags,
             chain_pem: cert.cert_pem,
             key_pem: cert.key_pem,
             ca_pem: ca.trust_bundle,
             expiry_rfc3339,
             renew_at: Instant::now() + left.mul_f64(0.8),
             issuer_pem: ca.issuer.cert_pem,
-        };
+        });
         tracing::debug!(mesh = %mesh.name, dataplane = %dp.name, lifetime = ?left, "issued a workload certificate");
         self.lock().certs.insert(slot, id.clone());
         Ok(id)

@@ -71,15 +71,16 @@ pub enum ProxyError {
 pub struct MeshContext {
     pub mesh: Resource,
     pub traffic_permissions: Vec<Resource>,
-    /// This zone's Dataplanes of the mesh.
-    pub dataplanes: Vec<Resource>,
+    /// This zone's Dataplanes of the mesh (shared between loads).
+    pub dataplanes: Vec<Arc<Resource>>,
     /// Every zone's ZoneIngresses, hostnames resolved to IPs.
     pub zone_ingresses: Vec<Resource>,
     /// Service name to the indexes in `dataplanes` that have an inbound of it.
     by_service: HashMap<String, Vec<usize>>,
     by_name: HashMap<String, usize>,
-    /// Endpoint sources per set of outbound services, built on first use.
-    sources: Mutex<HashMap<BTreeSet<String>, Arc<Vec<Resource>>>>,
+    /// Each service's endpoints, encoded and interned on first use: they
+    /// depend on this context only, so proxies share them.
+    endpoints: Mutex<HashMap<String, Shared>>,
 }
 
 impl MeshContext {
@@ -93,11 +94,28 @@ impl MeshContext {
             return Ok(None);
         };
         let traffic_permissions = store.list(ResourceType::TrafficPermission, Some(mesh))?;
-        let dataplanes: Vec<Resource> = store
+        let dataplanes = store
             .list(ResourceType::Dataplane, Some(mesh))?
             .into_iter()
             .filter(|d| d.labels.get(api::ZONE_TAG).is_none_or(|z| z == zone))
+            .map(Arc::new)
             .collect();
+        let mut zone_ingresses = store.list(ResourceType::ZoneIngress, None)?;
+        names.substitute(&mut zone_ingresses);
+        Ok(Some(Self::build(
+            mesh_res,
+            traffic_permissions,
+            dataplanes,
+            zone_ingresses,
+        )))
+    }
+
+    fn build(
+        mesh: Resource,
+        traffic_permissions: Vec<Resource>,
+        dataplanes: Vec<Arc<Resource>>,
+        zone_ingresses: Vec<Resource>,
+    ) -> Self {
         let mut by_service: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, dp) in dataplanes.iter().enumerate() {
             for service in services(dp, |n| &n.inbound) {
@@ -107,51 +125,115 @@ impl MeshContext {
                 }
             }
         }
-        let mut zone_ingresses = store.list(ResourceType::ZoneIngress, None)?;
-        names.substitute(&mut zone_ingresses);
         let by_name = dataplanes
             .iter()
             .enumerate()
             .map(|(i, d)| (d.name.clone(), i))
             .collect();
-        Ok(Some(Self {
+        Self {
             by_name,
             zone_ingresses,
-            mesh: mesh_res,
+            mesh,
             traffic_permissions,
             dataplanes,
             by_service,
-            sources: Mutex::default(),
-        }))
+            endpoints: Mutex::default(),
+        }
+    }
+
+    /// This context with the changes `affects` lists read from the store:
+    /// the permissions when one changed, and only the dataplanes that did,
+    /// so a change in a mesh of 10,000 dataplanes does not reload them all.
+    fn patched(
+        &self,
+        store: &Store,
+        zone: &str,
+        affects: &Affects,
+    ) -> Result<Option<Self>, ProxyError> {
+        let mesh = &self.mesh.name;
+        let Some(mesh_res) = store.get(&ResourceKey::global(ResourceType::Mesh, mesh))? else {
+            return Ok(None);
+        };
+        let traffic_permissions = if affects.permissions_changed {
+            store.list(ResourceType::TrafficPermission, Some(mesh))?
+        } else {
+            self.traffic_permissions.clone()
+        };
+        let mut dataplanes: Vec<Arc<Resource>> = self
+            .dataplanes
+            .iter()
+            .filter(|d| !affects.changed_dataplanes.contains(&d.name))
+            .cloned()
+            .collect();
+        for name in &affects.changed_dataplanes {
+            let key = ResourceKey::scoped(ResourceType::Dataplane, mesh, name);
+            if let Some(d) = store.get(&key)? {
+                if d.labels.get(api::ZONE_TAG).is_none_or(|z| z == zone) {
+                    dataplanes.push(Arc::new(d));
+                }
+            }
+        }
+        Ok(Some(Self::build(
+            mesh_res,
+            traffic_permissions,
+            dataplanes,
+            self.zone_ingresses.clone(),
+        )))
     }
 
     pub fn dataplane(&self, name: &str) -> Option<&Resource> {
-        self.by_name.get(name).map(|&i| &self.dataplanes[i])
+        self.by_name.get(name).map(|&i| &*self.dataplanes[i])
     }
 
-    /// The Dataplanes that serve any of `dp`'s outbound services: all that
-    /// its endpoints can come from.
-    fn endpoint_sources(&self, dp: &Resource) -> Arc<Vec<Resource>> {
-        let wanted: BTreeSet<String> = services(dp, |n| &n.outbound).collect();
-        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = cache.get(&wanted) {
+    /// The encoded endpoints of `service`, computed once per context.
+    fn service_endpoints(&self, zone: &str, service: &str, interner: &Mutex<Interner>) -> Shared {
+        if let Some(found) = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+        {
             return found.clone();
         }
-        let idx: BTreeSet<usize> = wanted
-            .iter()
-            .filter_map(|s| self.by_service.get(s))
+        let sources: Vec<Resource> = self
+            .by_service
+            .get(service)
+            .into_iter()
             .flatten()
-            .copied()
+            .map(|&i| (*self.dataplanes[i]).clone())
             .collect();
-        let list = Arc::new(
-            idx.into_iter()
-                .map(|i| self.dataplanes[i].clone())
-                .collect(),
-        );
-        cache.insert(wanted, Arc::clone(&list));
-        list
+        let snapshot = xds::Snapshot {
+            zone,
+            mesh: &self.mesh,
+            traffic_permissions: &[],
+            dataplanes: &sources,
+            zone_ingresses: &self.zone_ingresses,
+        };
+        let assignments = xds::endpoints_of(&snapshot, &BTreeSet::from([service]));
+        let encoded = xds::encode(&xds::ProxyResources {
+            endpoints: assignments,
+            ..Default::default()
+        });
+        let mut interner = interner.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = encoded
+            .into_iter()
+            .map(|(t, n, any)| {
+                let (a, h) = interner.intern(&t, &n, any);
+                (t, n, a, h)
+            })
+            .next()
+            .unwrap_or_default();
+        drop(interner);
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.to_owned(), shared.clone());
+        shared
     }
 }
+
+/// An encoded, interned resource: type URL, name, bytes, content hash.
+type Shared = (String, String, Arc<Any>, u64);
 
 /// The `kuma.io/service` values of a dataplane's inbounds or outbounds.
 fn services<'a, T: HasTags + 'a>(
@@ -190,11 +272,12 @@ struct Interner {
 }
 
 impl Interner {
-    fn intern(&mut self, type_url: &str, name: &str, any: Any) -> Arc<Any> {
-        let key = (type_url.to_owned(), name.to_owned(), fnv(&any.value));
+    fn intern(&mut self, type_url: &str, name: &str, any: Any) -> (Arc<Any>, u64) {
+        let hash = super::snapshot::hash_bytes(&any.value);
+        let key = (type_url.to_owned(), name.to_owned(), hash);
         if let Some(found) = self.map.get(&key).and_then(Weak::upgrade) {
             if found.value == any.value {
-                return found;
+                return (found, hash);
             }
         }
         let shared = Arc::new(any);
@@ -204,14 +287,8 @@ impl Interner {
             self.map.retain(|_, w| w.strong_count() > 0);
             self.inserts = 0;
         }
-        shared
+        (shared, hash)
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Which proxies of a mesh a burst of changes can affect.
@@ -224,12 +301,18 @@ pub struct Affects {
     pub outbound: BTreeSet<String>,
     /// These proxies themselves.
     pub names: BTreeSet<String>,
+    /// What the mesh's context must re-read: everything, or the
+    /// permissions and these dataplanes.
+    pub full_reload: bool,
+    pub permissions_changed: bool,
+    pub changed_dataplanes: BTreeSet<String>,
 }
 
 impl Affects {
     fn everything() -> Self {
         Self {
             all: true,
+            full_reload: true,
             ..Default::default()
         }
     }
@@ -280,9 +363,16 @@ impl Affects {
             }
         }
         for name in prev.by_name.keys().chain(next.by_name.keys()) {
-            let (old, new) = (prev.dataplane(name), next.dataplane(name));
-            if old != new {
-                old.into_iter().chain(new).for_each(|d| a.dataplane(d));
+            let arc = |c: &MeshContext| c.by_name.get(name).map(|&i| c.dataplanes[i].clone());
+            let (old, new) = (arc(prev), arc(next));
+            // A patched context shares the unchanged ones: compare pointers first.
+            let same = match (&old, &new) {
+                (Some(o), Some(n)) => Arc::ptr_eq(o, n) || o == n,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                old.iter().chain(new.iter()).for_each(|d| a.dataplane(d));
             }
         }
         a
@@ -290,6 +380,9 @@ impl Affects {
 
     fn merge(&mut self, other: Affects) {
         self.all |= other.all;
+        self.full_reload |= other.full_reload;
+        self.permissions_changed |= other.permissions_changed;
+        self.changed_dataplanes.extend(other.changed_dataplanes);
         self.inbound.extend(other.inbound);
         self.outbound.extend(other.outbound);
         self.names.extend(other.names);
@@ -303,6 +396,9 @@ impl Affects {
             || services(dp, |n| &n.outbound).any(|s| self.outbound.contains(&s))
     }
 }
+
+/// Below this many proxies per extra thread, a pass stays on one thread.
+const PARALLEL_BATCH: usize = 256;
 
 /// The registry; cheap to clone.
 #[derive(Clone)]
@@ -372,8 +468,23 @@ impl Proxies {
     }
 
     fn reload_context(&self, mesh: &str) -> Result<Arc<MeshContext>, ProxyError> {
+        self.refresh_context(mesh, None, &Affects::everything())
+    }
+
+    /// Re-reads a mesh's context: patched from `prev` with what `affects`
+    /// lists when it can, else loaded in full; caches and returns it.
+    fn refresh_context(
+        &self,
+        mesh: &str,
+        prev: Option<&MeshContext>,
+        affects: &Affects,
+    ) -> Result<Arc<MeshContext>, ProxyError> {
+        let loaded = match prev {
+            Some(prev) if !affects.full_reload => prev.patched(&self.store, &self.zone, affects)?,
+            _ => MeshContext::load(&self.store, &self.zone, mesh, &self.names)?,
+        };
         let mut contexts = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
-        match MeshContext::load(&self.store, &self.zone, mesh, &self.names)? {
+        match loaded {
             Some(c) => {
                 let c = Arc::new(c);
                 contexts.insert(mesh.to_owned(), c.clone());
@@ -420,47 +531,93 @@ impl Proxies {
         ctx: &MeshContext,
         key: &ResourceKey,
     ) -> Result<ProxySnapshot, ProxyError> {
-        let dp = self
-            .store
-            .get(key)?
-            .ok_or_else(|| ProxyError::UnknownDataplane(key.clone()))?;
-        let sources = ctx.endpoint_sources(&dp);
+        // From the context when it has it (a pass reloads it first), else
+        // fresh from the store (a proxy that just registered).
+        let fresh;
+        let dp = match ctx.dataplane(&key.name) {
+            Some(d) => d,
+            None => {
+                fresh = self
+                    .store
+                    .get(key)?
+                    .ok_or_else(|| ProxyError::UnknownDataplane(key.clone()))?;
+                &fresh
+            }
+        };
         let snapshot = xds::Snapshot {
             zone: &self.zone,
             mesh: &ctx.mesh,
             traffic_permissions: &ctx.traffic_permissions,
-            dataplanes: &sources,
+            dataplanes: &[],
             zone_ingresses: &ctx.zone_ingresses,
         };
-        let generated =
-            xds::generate(&snapshot, &dp).map_err(|e| ProxyError::Generate(e.to_string()))?;
-        let mut items = xds::encode(&generated);
+        let (generated, services) =
+            xds::generate_parts(&snapshot, dp).map_err(|e| ProxyError::Generate(e.to_string()))?;
+        let items = xds::encode(&generated);
+        let mut extra: Vec<Shared> = services
+            .iter()
+            .map(|s| ctx.service_endpoints(&self.zone, s, &self.interner))
+            .collect();
         if mtls_enabled(&ctx.mesh) {
-            let id = self.identities.identity(&ctx.mesh, &dp)?;
+            let id = self.identities.identity(&ctx.mesh, dp)?;
             if let Some(st) = self.lock().get_mut(key) {
                 if st.status.cert_expiry.as_ref() != Some(&id.expiry_rfc3339) {
                     st.status.cert_expiry = Some(id.expiry_rfc3339.clone());
                     st.dirty = true;
                 }
             }
-            let mesh = &ctx.mesh.name;
-            items.extend(xds::encode_secrets(&xds::secrets(
-                mesh,
-                &id.chain_pem,
-                &id.key_pem,
-                &id.ca_pem,
-            )));
+            extra.extend(self.encoded_secrets(&ctx.mesh.name, &id).iter().cloned());
         }
-        Ok(self.shared_snapshot(items))
+        Ok(self.shared_snapshot(items, &extra))
     }
 
-    /// A snapshot of `items`, sharing equal resources with other proxies.
-    fn shared_snapshot(&self, items: Vec<(String, String, Any)>) -> ProxySnapshot {
+    /// The SDS secrets of an identity, encoded and interned once per
+    /// certificate rather than on every pass.
+    fn encoded_secrets(
+        &self,
+        mesh: &str,
+        id: &super::identity::Identity,
+    ) -> Arc<Vec<(String, String, Arc<Any>, u64)>> {
+        id.encoded
+            .get_or_init(|| {
+                let items = xds::encode_secrets(&xds::secrets(
+                    mesh,
+                    &id.chain_pem,
+                    &id.key_pem,
+                    &id.ca_pem,
+                ));
+                let mut interner = self.interner.lock().unwrap_or_else(|p| p.into_inner());
+                Arc::new(
+                    items
+                        .into_iter()
+                        .map(|(t, n, any)| {
+                            let (shared, hash) = interner.intern(&t, &n, any);
+                            (t, n, shared, hash)
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
+    /// A snapshot of `items` (and already interned `extra`), sharing equal
+    /// resources with other proxies.
+    fn shared_snapshot(
+        &self,
+        items: Vec<(String, String, Any)>,
+        extra: &[Shared],
+    ) -> ProxySnapshot {
         let mut interner = self.interner.lock().unwrap_or_else(|p| p.into_inner());
-        ProxySnapshot::from_resources(items.into_iter().map(|(type_url, name, any)| {
-            let shared = interner.intern(&type_url, &name, any);
-            (type_url, name, shared)
-        }))
+        let mut all: Vec<(String, String, Arc<Any>, u64)> = items
+            .into_iter()
+            .map(|(type_url, name, any)| {
+                let (shared, hash) = interner.intern(&type_url, &name, any);
+                (type_url, name, shared, hash)
+            })
+            .collect();
+        drop(interner);
+        all.extend(extra.iter().cloned());
+        ProxySnapshot::from_hashed(all)
     }
 
     /// The config of one of this zone's ingresses: a passthrough filter
@@ -484,7 +641,7 @@ impl Proxies {
         };
         let generated = xds::ingress::generate_ingress(&snapshot, &zi)
             .map_err(|e| ProxyError::Generate(e.to_string()))?;
-        Ok(self.shared_snapshot(xds::encode(&generated)))
+        Ok(self.shared_snapshot(xds::encode(&generated), &[]))
     }
 
     /// Generates the config of any proxy: a Dataplane or a ZoneIngress.
@@ -703,7 +860,7 @@ impl Proxies {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(mesh)
                 .cloned();
-            let ctx = match self.reload_context(mesh) {
+            let ctx = match self.refresh_context(mesh, prev.as_deref(), asked) {
                 Ok(c) => c,
                 Err(ProxyError::UnknownMesh(_)) => continue,
                 Err(e) => {
@@ -719,19 +876,12 @@ impl Proxies {
                 Some(prev) => affects.merge(Affects::between(prev, &ctx)),
                 None => affects.all = true,
             }
-            for key in self.connected(mesh) {
-                if !affects.covers(ctx.dataplane(&key.name)) {
-                    continue;
-                }
-                let snap = match self.generate_in(&ctx, &key) {
-                    Ok(s) => Arc::new(s),
-                    Err(e) => {
-                        tracing::warn!(dataplane = %key, error = %e, "cannot regenerate config");
-                        continue;
-                    }
-                };
-                changed += usize::from(self.publish(&key, snap, since));
-            }
+            let keys: Vec<ResourceKey> = self
+                .connected(mesh)
+                .into_iter()
+                .filter(|k| affects.covers(ctx.dataplane(&k.name)))
+                .collect();
+            changed += self.generate_and_publish(&ctx, &keys, since);
         }
         if !scope.is_empty() {
             let ingresses: Vec<ResourceKey> = self
@@ -787,12 +937,47 @@ impl Proxies {
         let affects = scope.entry(mesh).or_default();
         // Which permissions and dataplanes changed is read off the mesh's
         // context before and after the pass (Affects::between).
-        if !matches!(
-            r.ty(),
-            ResourceType::TrafficPermission | ResourceType::Dataplane
-        ) {
-            affects.all = true;
+        match r.ty() {
+            ResourceType::TrafficPermission => affects.permissions_changed = true,
+            ResourceType::Dataplane => {
+                affects.changed_dataplanes.insert(r.name.clone());
+            }
+            _ => {
+                affects.all = true;
+                affects.full_reload = true;
+            }
         }
+    }
+
+    /// Regenerates `keys` of `ctx`'s mesh, on every core for large sets;
+    /// returns how many got a new snapshot.
+    fn generate_and_publish(
+        &self,
+        ctx: &MeshContext,
+        keys: &[ResourceKey],
+        since: Instant,
+    ) -> usize {
+        let one = |key: &ResourceKey| match self.generate_in(ctx, key) {
+            Ok(snap) => usize::from(self.publish(key, Arc::new(snap), since)),
+            Err(e) => {
+                tracing::warn!(dataplane = %key, error = %e, "cannot regenerate config");
+                0
+            }
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(keys.len() / PARALLEL_BATCH + 1);
+        if threads <= 1 {
+            return keys.iter().map(one).sum();
+        }
+        let chunk = keys.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(one).sum::<usize>()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
+        })
     }
 
     /// Hands `snap` to the proxy's stream unless it already has that
@@ -937,6 +1122,21 @@ mod tests {
         let a = Affects::between(&after, &later);
         assert_eq!(covered(&a, &later), ["b-1"]);
         assert!(a.covers(later.dataplane("c-2")));
+        // Patching a context with what changed gives what a full load gives.
+        let patched = after
+            .patched(
+                &store,
+                "z",
+                &Affects {
+                    changed_dataplanes: BTreeSet::from(["c-2".to_owned()]),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert!(covered(&Affects::between(&later, &patched), &later).is_empty());
+        assert_eq!(patched.dataplanes.len(), 4);
+        assert!(patched.dataplane("c-2").is_some());
         // No change: nobody.
         assert!(covered(&Affects::between(&later, &load()), &later).is_empty());
         // A wildcard destination: everybody.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use xds_api::pb::google::protobuf::Any;
 
 /// Resources of one type: name to encoded resource.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct TypeResources {
     /// A hash of every (name, bytes) pair: equal content, equal version.
     pub version: String,
@@ -14,9 +14,28 @@ pub struct TypeResources {
 }
 
 /// Everything one proxy should have, by type URL.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProxySnapshot {
     pub types: BTreeMap<String, TypeResources>,
+}
+
+/// Equal versions mean equal content (the version hashes every name and
+/// byte), so comparing snapshots never compares resource bytes.
+impl PartialEq for TypeResources {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+    }
+}
+
+impl PartialEq for ProxySnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.types.len() == other.types.len()
+            && self
+                .types
+                .iter()
+                .zip(&other.types)
+                .all(|((ta, a), (tb, b))| ta == tb && a == b)
+    }
 }
 
 impl ProxySnapshot {
@@ -36,6 +55,28 @@ impl ProxySnapshot {
             t.version = version_of(&t.resources);
         }
         Self { types }
+    }
+
+    /// Builds a snapshot from resources whose bytes were already hashed
+    /// (with [`hash_bytes`]), so the versions do not hash them again.
+    pub fn from_hashed(items: impl IntoIterator<Item = (String, String, Arc<Any>, u64)>) -> Self {
+        let mut types: BTreeMap<String, (TypeResources, u64)> = BTreeMap::new();
+        for (type_url, name, any, hash) in items {
+            let (t, h) = types
+                .entry(type_url)
+                .or_insert_with(|| (TypeResources::default(), FNV_OFFSET));
+            *h = fnv_feed(fnv_feed(*h, name.as_bytes()), &hash.to_le_bytes());
+            t.resources.insert(name, any);
+        }
+        Self {
+            types: types
+                .into_iter()
+                .map(|(url, (mut t, h))| {
+                    t.version = format!("{h:016x}");
+                    (url, t)
+                })
+                .collect(),
+        }
     }
 
     pub fn get(&self, type_url: &str) -> Option<&TypeResources> {
@@ -58,4 +99,17 @@ fn version_of(resources: &BTreeMap<String, Arc<Any>>) -> String {
         feed(&[0]);
     }
     format!("{h:016x}")
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv_feed(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A resource's content hash (FNV-1a, 64 bit).
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    fnv_feed(FNV_OFFSET, bytes)
 }
