@@ -42,9 +42,7 @@ pub struct Identity {
     /// The inbound tags it was issued for.
     tags: BTreeMap<String, BTreeSet<String>>,
     /// Its SDS secrets, encoded once (by the proxy registry).
-    pub encoded: std::sync::OnceLock<
-        Arc<Vec<(String, String, Arc<xds_api::pb::google::protobuf::Any>, u64)>>,
-    >,
+    pub encoded: std::sync::OnceLock<Arc<Vec<super::snapshot::Shared>>>,
 }
 
 #[derive(Debug, thiserror::Error)]

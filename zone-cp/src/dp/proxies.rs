@@ -232,8 +232,7 @@ impl MeshContext {
     }
 }
 
-/// An encoded, interned resource: type URL, name, bytes, content hash.
-type Shared = (String, String, Arc<Any>, u64);
+use super::snapshot::Shared;
 
 /// The `kuma.io/service` values of a dataplane's inbounds or outbounds.
 fn services<'a, T: HasTags + 'a>(
@@ -573,11 +572,7 @@ impl Proxies {
 
     /// The SDS secrets of an identity, encoded and interned once per
     /// certificate rather than on every pass.
-    fn encoded_secrets(
-        &self,
-        mesh: &str,
-        id: &super::identity::Identity,
-    ) -> Arc<Vec<(String, String, Arc<Any>, u64)>> {
+    fn encoded_secrets(&self, mesh: &str, id: &super::identity::Identity) -> Arc<Vec<Shared>> {
         id.encoded
             .get_or_init(|| {
                 let items = xds::encode_secrets(&xds::secrets(

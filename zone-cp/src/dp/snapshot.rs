@@ -101,6 +101,9 @@ fn version_of(resources: &BTreeMap<String, Arc<Any>>) -> String {
     format!("{h:016x}")
 }
 
+/// An encoded, interned resource: type URL, name, bytes, content hash.
+pub type Shared = (String, String, Arc<Any>, u64);
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn fnv_feed(h: u64, bytes: &[u8]) -> u64 {
