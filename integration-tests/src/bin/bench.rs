@@ -57,6 +57,27 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         policies: usize,
     },
+    /// Every scenario of the benchmark suite, each latency beside an empty
+    /// gRPC round trip on the same loopback measured in the same run.
+    /// `--ci` runs them at a small size, to keep them from rotting.
+    All {
+        /// Small sizes (100 dataplanes, 5 zones); verdicts are not judged.
+        #[arg(long)]
+        ci: bool,
+    },
+    /// Policy propagation: zones x dataplanes, one permission changed on
+    /// the global, until every affected proxy in every zone ACKs.
+    Propagation {
+        #[arg(long, default_value_t = 2)]
+        zones: usize,
+        /// Dataplanes per zone.
+        #[arg(long, default_value_t = 1000)]
+        dataplanes: usize,
+        #[arg(long, default_value_t = 100)]
+        services: usize,
+        #[arg(long, default_value_t = 200)]
+        changes: usize,
+    },
     /// xDS at scale: simulated Envoys (ADS clients that ACK like Envoy) in
     /// one zone: memory per dataplane, change-to-ACK, mesh-wide push.
     Xds {
@@ -101,6 +122,20 @@ fn main() -> anyhow::Result<()> {
         } => {
             let result = kds_bench(changes, zones, policies)?;
             write_json(&cli.out_dir, "kds", &result)?;
+        }
+        Scenario::All { ci } => {
+            let result = all(ci)?;
+            write_json(&cli.out_dir, "all", &result)?;
+        }
+        Scenario::Propagation {
+            zones,
+            dataplanes,
+            services,
+            changes,
+        } => {
+            let base = baseline(1000)?;
+            let result = propagation(zones, dataplanes, services, changes, &base, true)?;
+            write_json(&cli.out_dir, "propagation", &result)?;
         }
         Scenario::Xds {
             dataplanes,
@@ -379,6 +414,8 @@ fn kds_bench(changes: usize, zones: usize, policies: usize) -> anyhow::Result<se
 
     // 2. Many in-process zones; readable means in their stores.
     eprintln!("{zones} in-process zones: {changes} changes...");
+    let global_pid = global.pid().expect("global running");
+    let rss_no_zones = integration_tests::xds_load::rss_kib(global_pid).unwrap_or(0);
     let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
     let mut sims = Vec::new();
     for i in 0..zones {
@@ -408,6 +445,8 @@ fn kds_bench(changes: usize, zones: usize, policies: usize) -> anyhow::Result<se
         })?;
     }
     while rx.try_recv().is_ok() {}
+    let rss_zones = integration_tests::xds_load::rss_kib(global_pid).unwrap_or(0);
+    let per_zone_kib = rss_zones.saturating_sub(rss_no_zones) as f64 / zones.max(1) as f64;
     let mut many = Vec::with_capacity(changes);
     let mut max_stall = Duration::ZERO;
     for i in 0..changes {
@@ -473,6 +512,12 @@ fn kds_bench(changes: usize, zones: usize, policies: usize) -> anyhow::Result<se
     );
     println!("| {zones} in-process zones, max | {:.2} ms | | |", many.max);
     println!(
+        "| global RSS with {zones} zones connected, per zone | {per_zone_kib:.0} KiB ({:.0} -> {:.0} MiB) | < 2 MB | {} |",
+        rss_no_zones as f64 / 1024.0,
+        rss_zones as f64 / 1024.0,
+        verdict(per_zone_kib, 2048.0)
+    );
+    println!(
         "| fresh in-process zone, {policies} policies | {:.0} ms | < 2000 ms | {} |",
         ms(fresh_inproc),
         verdict(ms(fresh_inproc), 2000.0)
@@ -492,6 +537,7 @@ fn kds_bench(changes: usize, zones: usize, policies: usize) -> anyhow::Result<se
         "policies": policies,
         "fresh_inprocess_ms": ms(fresh_inproc),
         "fresh_process_ms": ms(fresh_process),
+        "global_rss_per_zone_kib": per_zone_kib,
     }))
 }
 
@@ -734,4 +780,202 @@ fn metric_sums(cp: &ControlPlane) -> std::collections::HashMap<String, f64> {
         }
     }
     out
+}
+
+/// The physical floor of a latency on this machine: an empty unary gRPC
+/// call (the standard health check) over plain HTTP/2 on loopback.
+fn baseline(samples: usize) -> anyhow::Result<Percentiles> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let (_reporter, service) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?;
+        let mut client = HealthClient::new(channel);
+        let mut out = Vec::with_capacity(samples);
+        for i in 0..samples + 100 {
+            let start = Instant::now();
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?;
+            if i >= 100 {
+                out.push(start.elapsed());
+            }
+        }
+        Ok(percentiles(out))
+    })
+}
+
+/// A zone with its fleet of simulated proxies.
+struct ZoneFleet {
+    _zone: ControlPlane,
+    fleet: integration_tests::xds_load::Fleet,
+}
+
+/// Starts zone `name`, registers `n` dataplanes over `services` and connects
+/// a simulated proxy for each.
+fn zone_fleet(
+    rt: &tokio::runtime::Runtime,
+    global: &ControlPlane,
+    name: &str,
+    n: usize,
+    services: usize,
+    connections: usize,
+) -> anyhow::Result<ZoneFleet> {
+    use integration_tests::xds_load::{Fleet, Target};
+    let zone = ControlPlane::zone(name, global)?;
+    let z = zone.client();
+    wait_until(
+        "mesh and token key on the zone",
+        PROPAGATION_DEADLINE * 10,
+        || {
+            (z.get("/meshes/default").status == 200
+                && z.get("/dataplane-token-keys").body["total"].as_u64() >= Some(1))
+            .then_some(())
+        },
+    )?;
+    register_dataplanes(&z, n, services, 4)?;
+    let tokens: Vec<String> = (0..services)
+        .map(|s| global.dataplane_token(MESH, &format!("svc-{s}")))
+        .collect::<anyhow::Result<_>>()?;
+    let proxies: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("{MESH}.dp-{i}"), tokens[i % services].clone()))
+        .collect();
+    let target = Target {
+        addr: zone.dp_addr.expect("dp server"),
+        ca_pem: std::fs::read_to_string(zone.data_dir.join("dp-server-ca.pem"))?,
+    };
+    let fleet = rt.block_on(Fleet::connect(&target, &proxies, connections))?;
+    rt.block_on(fleet.wait_ready(Duration::from_secs(600)))?;
+    Ok(ZoneFleet { _zone: zone, fleet })
+}
+
+fn mtls_global() -> anyhow::Result<ControlPlane> {
+    let global = ControlPlane::start()?;
+    let g = global.client();
+    let mesh = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
+    anyhow::ensure!(g.put_yaml("/meshes/default", mesh).status == 201);
+    anyhow::ensure!(
+        g.put_yaml(
+            &format!("/meshes/{MESH}/traffic-permissions/allow-all-default"),
+            &tp_yaml("allow-all-default", "*", "*")
+        )
+        .status
+            == 201
+    );
+    Ok(global)
+}
+
+/// Scenario 1: one permission changed on the global at a time, timed until
+/// every affected proxy in every zone ACKed its new listeners.
+fn propagation(
+    zones: usize,
+    n: usize,
+    services: usize,
+    changes: usize,
+    base: &Percentiles,
+    judge: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let global = mtls_global()?;
+    let g = global.client();
+    eprintln!("[propagation] {zones} zones x {n} simulated proxies...");
+    let fleets: Vec<ZoneFleet> = (0..zones)
+        .map(|i| zone_fleet(&rt, &global, &format!("zone-{i}"), n, services, 20))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut samples = Vec::with_capacity(changes);
+    for k in 0..changes {
+        let s = k % services;
+        let affected: Vec<usize> = (s..n).step_by(services).collect();
+        let t0: Vec<u64> = fleets.iter().map(|f| f.fleet.now_ns()).collect();
+        let start = Instant::now();
+        let name = format!("tp-svc-{s}");
+        let st = g
+            .put_yaml(
+                &format!("/meshes/{MESH}/traffic-permissions/{name}"),
+                &tp_yaml(&name, &format!("caller-{k}"), &format!("svc-{s}")),
+            )
+            .status;
+        anyhow::ensure!(st == 201 || st == 200, "PUT {name} answered {st}");
+        for (f, t) in fleets.iter().zip(&t0) {
+            rt.block_on(
+                f.fleet
+                    .wait_lds_after(&affected, *t, Duration::from_secs(30)),
+            )?;
+        }
+        samples.push(start.elapsed());
+    }
+    let p = percentiles(samples);
+    let per_change = zones * n.div_ceil(services);
+    println!("\nScenario 1, policy propagation: {zones} zones x {n} proxies, {changes} changes, {per_change} proxies affected per change\n");
+    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| change-to-ACK p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
+        p.p50,
+        base.p50,
+        p.p50 / base.p50
+    );
+    println!(
+        "| change-to-ACK p99 | {:.1} ms | {:.3} ms | {:.0}x | < 100 ms | {} |",
+        p.p99,
+        base.p99,
+        p.p99 / base.p99,
+        if judge {
+            verdict(p.p99, 100.0)
+        } else {
+            "not judged"
+        }
+    );
+    drop(fleets);
+    Ok(json!({
+        "scenario": "propagation", "zones": zones, "dataplanes_per_zone": n,
+        "changes": changes, "proxies_per_change": per_change,
+        "p50_ms": p.p50, "p99_ms": p.p99, "max_ms": p.max,
+        "baseline_p50_ms": base.p50, "baseline_p99_ms": base.p99,
+    }))
+}
+
+/// The whole suite; `ci` shrinks every size and judges nothing.
+fn all(ci: bool) -> anyhow::Result<serde_json::Value> {
+    let base = baseline(if ci { 200 } else { 2000 })?;
+    println!(
+        "\nBaseline: empty gRPC call on loopback, p50 {:.3} ms, p99 {:.3} ms",
+        base.p50, base.p99
+    );
+    let (dp, zones_n, policies, changes, services) = if ci {
+        (100, 5, 200, 20, 10)
+    } else {
+        (1000, 256, 10_000, 200, 100)
+    };
+    let propagation = propagation(2, dp, services, changes, &base, !ci)?;
+    let mut xds = Vec::new();
+    for n in if ci { vec![dp] } else { vec![dp, 10 * dp] } {
+        xds.push(xds_bench(
+            n,
+            services,
+            changes.min(100),
+            if ci { 10 } else { 100 },
+        )?);
+    }
+    let kds = kds_bench(changes, zones_n, policies)?;
+    Ok(json!({
+        "baseline_ms": { "p50": base.p50, "p99": base.p99 },
+        "propagation": propagation,
+        "xds": xds,
+        "kds": kds,
+        "ci": ci,
+    }))
 }
