@@ -38,6 +38,8 @@ pub struct ClientState {
     /// Bit per type in [`TYPES`] order: got and ACKed at least once.
     pub seen: AtomicU8,
     pub responses: AtomicU64,
+    /// The version of the last listener response ACKed.
+    pub lds_version: std::sync::Mutex<String>,
 }
 
 /// Simulated proxies; dropping it ends their streams.
@@ -210,6 +212,8 @@ async fn run_client(
         if let Some(i) = TYPES.iter().position(|t| *t == resp.type_url) {
             state.seen.fetch_or(1 << i, Ordering::Relaxed);
             if i == LISTENER {
+                *state.lds_version.lock().unwrap_or_else(|p| p.into_inner()) =
+                    resp.version_info.clone();
                 state
                     .lds_acked_ns
                     .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -961,6 +961,8 @@ fn all(ci: bool) -> anyhow::Result<serde_json::Value> {
         (1000, 256, 10_000, 200, 100)
     };
     let propagation = propagation(2, dp, services, changes, &base, !ci)?;
+    let churn = churn(dp, services, if ci { 3 } else { 10 }, &base, !ci)?;
+    let envoy = real_envoy(if ci { 4 } else { 20 }, if ci { 4 } else { 20 }, &base, !ci)?;
     let mut xds = Vec::new();
     for n in if ci { vec![dp] } else { vec![dp, 10 * dp] } {
         xds.push(xds_bench(
@@ -976,6 +978,279 @@ fn all(ci: bool) -> anyhow::Result<serde_json::Value> {
         "propagation": propagation,
         "xds": xds,
         "kds": kds,
+        "churn": churn,
+        "real_envoy": envoy,
         "ci": ci,
+    }))
+}
+
+/// Scenario 3: proxies come and go at 100/s (registered and removed on the
+/// zone, which changes their callers' endpoints) while a permission
+/// changes on the global 10 times a second. Reports change-to-ACK and
+/// checks that every proxy ends on the config the zone would generate now.
+fn churn(
+    n: usize,
+    services: usize,
+    seconds: u64,
+    base: &Percentiles,
+    judge: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let global = mtls_global()?;
+    let g = global.client();
+    eprintln!(
+        "[churn] {n} simulated proxies, churn 100/s and policy changes 10/s for {seconds} s..."
+    );
+    let zf = zone_fleet(&rt, &global, "zone-0", n, services, 20)?;
+    let z = zf._zone.client();
+    std::thread::sleep(Duration::from_secs(2));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churned = Arc::new(AtomicUsize::new(0));
+    let churner = {
+        let (z, stop, churned) = (z.clone(), stop.clone(), churned.clone());
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            let tick = Duration::from_millis(10);
+            let mut next = Instant::now();
+            // Bounded: stops when told, at most 100 per second.
+            while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                let name = format!("churn-{i}");
+                let svc = format!("svc-{}", i % services);
+                let dp = json!({
+                    "type": "Dataplane", "mesh": MESH, "name": name,
+                    "networking": {"address": "127.0.0.1", "inbound": [
+                        {"port": 40_000 + (i % 20_000), "tags": {"kuma.io/service": svc}}]},
+                });
+                z.put_json(&format!("/meshes/{MESH}/dataplanes/{name}"), &dp);
+                if i >= 50 {
+                    z.delete(&format!("/meshes/{MESH}/dataplanes/churn-{}", i - 50));
+                }
+                churned.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                next += tick;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut k = 0usize;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let tick = Instant::now();
+        let s = k % services;
+        let affected: Vec<usize> = (s..n).step_by(services).collect();
+        let t0 = zf.fleet.now_ns();
+        let name = format!("tp-svc-{s}");
+        let st = g
+            .put_yaml(
+                &format!("/meshes/{MESH}/traffic-permissions/{name}"),
+                &tp_yaml(&name, &format!("churn-caller-{k}"), &format!("svc-{s}")),
+            )
+            .status;
+        anyhow::ensure!(st == 201 || st == 200, "PUT {name} answered {st}");
+        samples.push(
+            rt.block_on(
+                zf.fleet
+                    .wait_lds_after(&affected, t0, Duration::from_secs(30)),
+            )?,
+        );
+        k += 1;
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = churner.join();
+    let rate = churned.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // Settle, then every proxy must hold what the zone generates now.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut stale = 0;
+    for i in 0..n {
+        let cfg = z.get(&format!("/meshes/{MESH}/dataplanes/dp-{i}/_config"));
+        let want = cfg.body["types"]["type.googleapis.com/envoy.config.listener.v3.Listener"]
+            ["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let have = zf.fleet.clients[i]
+            .lds_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if want != have {
+            stale += 1;
+        }
+    }
+    let p = percentiles(samples);
+    println!("\nScenario 3, churn: {n} proxies; dataplanes registered and removed at {rate:.0}/s while a permission changes 10 times a second ({k} changes)\n");
+    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| change-to-ACK p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
+        p.p50,
+        base.p50,
+        p.p50 / base.p50
+    );
+    println!(
+        "| change-to-ACK p99 | {:.1} ms | {:.3} ms | {:.0}x | < 250 ms | {} |",
+        p.p99,
+        base.p99,
+        p.p99 / base.p99,
+        if judge {
+            verdict(p.p99, 250.0)
+        } else {
+            "not judged"
+        }
+    );
+    println!(
+        "| proxies not on the final config | {stale} of {n} | | | 0 | {} |",
+        if stale == 0 { "pass" } else { "FAIL" }
+    );
+    anyhow::ensure!(stale == 0, "{stale} proxies missed an update");
+    Ok(json!({
+        "scenario": "churn", "dataplanes": n, "churn_per_s": rate, "changes": k,
+        "p50_ms": p.p50, "p99_ms": p.p99, "max_ms": p.max, "stale": stale,
+    }))
+}
+
+/// Scenario 6: real Envoy sidecars (half callers, half backends); time
+/// from a permission change on the global to the first request through a
+/// caller's sidecar that shows the new behaviour (denied after a delete,
+/// allowed after a re-create).
+fn real_envoy(
+    sidecars: usize,
+    rounds: usize,
+    base: &Percentiles,
+    judge: bool,
+) -> anyhow::Result<serde_json::Value> {
+    use integration_tests::envoy::{dataplane_yaml, http_get, Sidecar, Workload};
+    let global = mtls_global()?;
+    let g = global.client();
+    // Only web may call backend: no default allow-all.
+    anyhow::ensure!(
+        g.delete(&format!(
+            "/meshes/{MESH}/traffic-permissions/allow-all-default"
+        ))
+        .status
+            == 200
+    );
+    let allow = || {
+        g.put_yaml(
+            &format!("/meshes/{MESH}/traffic-permissions/web-to-backend"),
+            &tp_yaml("web-to-backend", "web", "backend"),
+        )
+        .status
+    };
+    anyhow::ensure!(allow() == 201);
+    let zone = ControlPlane::zone("zone-0", &global)?;
+    wait_until(
+        "mesh and token key on the zone",
+        PROPAGATION_DEADLINE * 10,
+        || {
+            let z = zone.client();
+            (z.get("/meshes/default").status == 200
+                && z.get("/dataplane-token-keys").body["total"].as_u64() >= Some(1))
+            .then_some(())
+        },
+    )?;
+    eprintln!("[envoy] starting {sidecars} real Envoy sidecars...");
+    let half = (sidecars / 2).max(1);
+    let mut keep = Vec::new();
+    let mut outs = Vec::new();
+    let backend_token = global.dataplane_token(MESH, "backend")?;
+    let web_token = global.dataplane_token(MESH, "web")?;
+    for i in 0..half {
+        let app = Workload::start("backend");
+        let dp = dataplane_yaml(
+            MESH,
+            &format!("backend-{i}"),
+            "backend",
+            integration_tests::free_addr().port(),
+            app.addr.port(),
+            &[],
+        );
+        keep.push((Sidecar::start(&zone, &dp, &backend_token)?, app));
+    }
+    for i in 0..half {
+        let app = Workload::start("web");
+        let out = integration_tests::free_addr();
+        let dp = dataplane_yaml(
+            MESH,
+            &format!("web-{i}"),
+            "web",
+            integration_tests::free_addr().port(),
+            app.addr.port(),
+            &[(out.port(), "backend")],
+        );
+        keep.push((Sidecar::start(&zone, &dp, &web_token)?, app));
+        outs.push(out);
+    }
+    for (s, _) in &keep {
+        s.wait_live()?;
+    }
+    let ok = |i: usize| http_get(outs[i % outs.len()]).is_some_and(|b| b == "hello from backend");
+    wait_until("every web reaches backend", Duration::from_secs(60), || {
+        (0..outs.len()).all(ok).then_some(())
+    })?;
+    let mut deny = Vec::new();
+    let mut admit = Vec::new();
+    for r in 0..rounds {
+        let start = Instant::now();
+        anyhow::ensure!(
+            g.delete(&format!(
+                "/meshes/{MESH}/traffic-permissions/web-to-backend"
+            ))
+            .status
+                == 200
+        );
+        let mut i = r;
+        while ok(i) {
+            i += 1;
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "the delete never took effect"
+            );
+        }
+        deny.push(start.elapsed());
+        let start = Instant::now();
+        anyhow::ensure!(allow() == 201);
+        while !ok(i) {
+            i += 1;
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "the re-create never took effect"
+            );
+        }
+        admit.push(start.elapsed());
+    }
+    let (d, a) = (percentiles(deny), percentiles(admit));
+    println!("\nScenario 6, real Envoy: {} sidecars ({half} web, {half} backend), {rounds} rounds; permission change on the global until a request through a web sidecar shows it\n", 2 * half);
+    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
+    println!("|---|---|---|---|---|---|");
+    for (what, p) in [
+        ("delete -> first denied", &d),
+        ("create -> first allowed", &a),
+    ] {
+        println!(
+            "| {what}, p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
+            p.p50,
+            base.p50,
+            p.p50 / base.p50
+        );
+        println!(
+            "| {what}, p99 | {:.1} ms | {:.3} ms | {:.0}x | < 250 ms | {} |",
+            p.p99,
+            base.p99,
+            p.p99 / base.p99,
+            if judge {
+                verdict(p.p99, 250.0)
+            } else {
+                "not judged"
+            }
+        );
+    }
+    drop(keep);
+    Ok(json!({
+        "scenario": "real_envoy", "sidecars": 2 * half, "rounds": rounds,
+        "deny_ms": {"p50": d.p50, "p99": d.p99, "max": d.max},
+        "allow_ms": {"p50": a.p50, "p99": a.p99, "max": a.max},
     }))
 }
