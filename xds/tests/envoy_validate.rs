@@ -105,12 +105,30 @@ fn every_fixture_passes_envoy_validation() {
         "wildcard_sources",
         "zone_source",
         "shared_outbound_service",
+        "cross_zone",
+        "cross_zone_mtls_off",
     ];
     for case in cases {
         let resources = common::load(case).generate("web-1");
         if let Err(out) = envoy_validate(&bootstrap(&resources)) {
             panic!("Envoy rejects fixture {case}:\n{out}");
         }
+    }
+}
+
+/// A zone ingress: TLS inspector and SNI filter chains passing through.
+#[test]
+fn a_zone_ingress_passes_envoy_validation() {
+    let (meshes, dataplanes, ingress) = common::ingress_input();
+    let snapshot = xds::ingress::IngressSnapshot {
+        zone: "zone-1",
+        meshes: &meshes,
+        dataplanes: &dataplanes,
+    };
+    let resources = xds::ingress::generate_ingress(&snapshot, &ingress).expect("generate");
+    assert_eq!(resources.listeners.len(), 1);
+    if let Err(out) = envoy_validate(&bootstrap(&resources)) {
+        panic!("Envoy rejects the ingress config:\n{out}");
     }
 }
 

