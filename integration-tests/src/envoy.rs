@@ -99,42 +99,7 @@ impl Sidecar {
         dataplane_yaml: &str,
         token: &str,
     ) -> anyhow::Result<Sidecar> {
-        let dir = tempfile::tempdir()?;
-        let dp_file = dir.path().join("dataplane.yaml");
-        std::fs::write(&dp_file, dataplane_yaml)?;
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, token)?;
-        let admin = free_addr();
-        let dp = zone.dp_addr.context("zone has a dataplane server")?;
-        let log_path = dir.path().join("sidecar.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(bin("sidecar"))
-            .arg("run")
-            .args(["--cp-address", &format!("https://127.0.0.1:{}", dp.port())])
-            .arg("--ca-cert-file")
-            .arg(zone.data_dir.join("dp-server-ca.pem"))
-            .arg("--dataplane-file")
-            .arg(&dp_file)
-            .arg("--dataplane-token-file")
-            .arg(&token_file)
-            .args(["--admin-port", &admin.port().to_string()])
-            .arg("--work-dir")
-            .arg(dir.path())
-            .args(["--connect-timeout", "10", "--drain-seconds", "1"])
-            .arg("--envoy-bin")
-            .arg(envoy_bin())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn sidecar")?;
-        Ok(Sidecar {
-            child: Some(child),
-            admin,
-            log_path,
-            _dir: dir,
-        })
+        Self::start_with_args(zone, dataplane_yaml, token, &[])
     }
 
     pub fn log(&self) -> String {

@@ -920,25 +920,8 @@ fn propagation(
     let p = percentiles(samples);
     let per_change = zones * n.div_ceil(services);
     println!("\nScenario 1, policy propagation: {zones} zones x {n} proxies, {changes} changes, {per_change} proxies affected per change\n");
-    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| change-to-ACK p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
-        p.p50,
-        base.p50,
-        p.p50 / base.p50
-    );
-    println!(
-        "| change-to-ACK p99 | {:.1} ms | {:.3} ms | {:.0}x | < 100 ms | {} |",
-        p.p99,
-        base.p99,
-        p.p99 / base.p99,
-        if judge {
-            verdict(p.p99, 100.0)
-        } else {
-            "not judged"
-        }
-    );
+    latency_header();
+    latency_rows("change-to-ACK", &p, base, 100.0, judge);
     drop(fleets);
     Ok(json!({
         "scenario": "propagation", "zones": zones, "dataplanes_per_zone": n,
@@ -1081,25 +1064,8 @@ fn churn(
     }
     let p = percentiles(samples);
     println!("\nScenario 3, churn: {n} proxies; dataplanes registered and removed at {rate:.0}/s while a permission changes 10 times a second ({k} changes)\n");
-    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| change-to-ACK p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
-        p.p50,
-        base.p50,
-        p.p50 / base.p50
-    );
-    println!(
-        "| change-to-ACK p99 | {:.1} ms | {:.3} ms | {:.0}x | < 250 ms | {} |",
-        p.p99,
-        base.p99,
-        p.p99 / base.p99,
-        if judge {
-            verdict(p.p99, 250.0)
-        } else {
-            "not judged"
-        }
-    );
+    latency_header();
+    latency_rows("change-to-ACK", &p, base, 250.0, judge);
     println!(
         "| proxies not on the final config | {stale} of {n} | | | 0 | {} |",
         if stale == 0 { "pass" } else { "FAIL" }
@@ -1223,34 +1189,40 @@ fn real_envoy(
     }
     let (d, a) = (percentiles(deny), percentiles(admit));
     println!("\nScenario 6, real Envoy: {} sidecars ({half} web, {half} backend), {rounds} rounds; permission change on the global until a request through a web sidecar shows it\n", 2 * half);
-    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
-    println!("|---|---|---|---|---|---|");
-    for (what, p) in [
-        ("delete -> first denied", &d),
-        ("create -> first allowed", &a),
-    ] {
-        println!(
-            "| {what}, p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
-            p.p50,
-            base.p50,
-            p.p50 / base.p50
-        );
-        println!(
-            "| {what}, p99 | {:.1} ms | {:.3} ms | {:.0}x | < 250 ms | {} |",
-            p.p99,
-            base.p99,
-            p.p99 / base.p99,
-            if judge {
-                verdict(p.p99, 250.0)
-            } else {
-                "not judged"
-            }
-        );
-    }
+    latency_header();
+    latency_rows("delete -> first denied,", &d, base, 250.0, judge);
+    latency_rows("create -> first allowed,", &a, base, 250.0, judge);
     drop(keep);
     Ok(json!({
         "scenario": "real_envoy", "sidecars": 2 * half, "rounds": rounds,
         "deny_ms": {"p50": d.p50, "p99": d.p99, "max": d.max},
         "allow_ms": {"p50": a.p50, "p99": a.p99, "max": a.max},
     }))
+}
+
+/// Two table rows, p50 and p99, each beside the baseline; the p99 judged
+/// against `target_ms` when `judge`.
+fn latency_rows(what: &str, p: &Percentiles, base: &Percentiles, target_ms: f64, judge: bool) {
+    println!(
+        "| {what} p50 | {:.1} ms | {:.3} ms | {:.0}x | | |",
+        p.p50,
+        base.p50,
+        p.p50 / base.p50
+    );
+    println!(
+        "| {what} p99 | {:.1} ms | {:.3} ms | {:.0}x | < {target_ms} ms | {} |",
+        p.p99,
+        base.p99,
+        p.p99 / base.p99,
+        if judge {
+            verdict(p.p99, target_ms)
+        } else {
+            "not judged"
+        }
+    );
+}
+
+fn latency_header() {
+    println!("| figure | value | baseline (empty gRPC call) | ratio | target | verdict |");
+    println!("|---|---|---|---|---|---|");
 }
