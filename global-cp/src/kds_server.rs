@@ -15,7 +15,7 @@ use kds::service::{Kds, ResponseStream};
 use kds::snapshot::SnapshotCache;
 use kds::subscriber::{Subscriber, Update};
 use kds::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, ResourceError};
-use store::{Op, Precondition, Store};
+use store::{Precondition, Store};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -315,44 +315,12 @@ impl Sink for GlobalSink {
     }
 
     async fn apply(&self, update: Update) -> Vec<ResourceError> {
-        let mut errors = update.errors;
-        let mut ops = Vec::new();
-        let mut names = Vec::new();
-        for (wire, r) in update.upserts {
-            match self.admit(r) {
-                Ok(r) => {
-                    names.push(wire);
-                    ops.push(Op::Replicate(r));
-                }
-                Err(reason) => errors.push(ResourceError { name: wire, reason }),
-            }
-        }
-        for wire in update.removals {
-            match self.key(update.ty, &wire) {
-                Some(key) => {
-                    names.push(wire);
-                    ops.push(Op::DeleteIfExists(key));
-                }
-                None => errors.push(ResourceError {
-                    name: wire,
-                    reason: "not a valid resource name".into(),
-                }),
-            }
-        }
-        if ops.is_empty() {
-            return errors;
-        }
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.apply_or_each(ops)).await {
-            Ok(failed) => errors.extend(failed.into_iter().map(|(i, e)| ResourceError {
-                name: names[i].clone(),
-                reason: format!("the global could not store it: {e}"),
-            })),
-            Err(e) => errors.push(ResourceError {
-                name: String::new(),
-                reason: format!("store task failed: {e}"),
-            }),
-        }
-        errors
+        driver::apply_to_store(
+            &self.store,
+            update,
+            |r| self.admit(r),
+            |ty, wire| self.key(ty, wire),
+        )
+        .await
     }
 }

@@ -169,3 +169,55 @@ where
             .map_err(|_| StreamEnd::Closed)?;
     }
 }
+
+/// Applies `update` to `store` as one batch (resource by resource when the
+/// batch fails, so one bad resource does not hold back the others): each
+/// upsert as `admit` returns it (or refused with its reason), each removal
+/// at the key `key` maps its wire name to. Returns what was refused, for
+/// the NACK.
+pub async fn apply_to_store(
+    store: &store::Store,
+    update: Update,
+    admit: impl Fn(api::Resource) -> Result<api::Resource, String>,
+    key: impl Fn(ResourceType, &str) -> Option<api::ResourceKey>,
+) -> Vec<ResourceError> {
+    let mut errors = update.errors;
+    let mut ops = Vec::new();
+    let mut names = Vec::new();
+    for (wire, r) in update.upserts {
+        match admit(r) {
+            Ok(r) => {
+                names.push(wire);
+                ops.push(store::Op::Replicate(r));
+            }
+            Err(reason) => errors.push(ResourceError { name: wire, reason }),
+        }
+    }
+    for wire in update.removals {
+        match key(update.ty, &wire) {
+            Some(k) => {
+                names.push(wire);
+                ops.push(store::Op::DeleteIfExists(k));
+            }
+            None => errors.push(ResourceError {
+                name: wire,
+                reason: "not a valid resource name".into(),
+            }),
+        }
+    }
+    if ops.is_empty() {
+        return errors;
+    }
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.apply_or_each(ops)).await {
+        Ok(failed) => errors.extend(failed.into_iter().map(|(i, e)| ResourceError {
+            name: names[i].clone(),
+            reason: format!("could not store it: {e}"),
+        })),
+        Err(e) => errors.push(ResourceError {
+            name: String::new(),
+            reason: format!("store task failed: {e}"),
+        }),
+    }
+    errors
+}

@@ -17,7 +17,7 @@ use kds::service::{KdsClient, ResponseStream};
 use kds::snapshot::SnapshotCache;
 use kds::subscriber::{Subscriber, Update};
 use kds::ResourceError;
-use store::{Op, Store};
+use store::Store;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -259,46 +259,13 @@ impl Sink for ZoneSink {
     }
 
     async fn apply(&self, update: Update) -> Vec<ResourceError> {
-        let mut errors = update.errors;
-        let mut ops = Vec::new();
-        let mut names = Vec::new();
-        for (wire, r) in update.upserts {
-            if !is_synced_from_global(&r, &self.zone) {
-                errors.push(ResourceError {
-                    name: wire,
-                    reason: "the zone owns this resource; the global cannot overwrite it".into(),
-                });
-                continue;
+        let admit = |r: api::Resource| {
+            if is_synced_from_global(&r, &self.zone) {
+                Ok(r)
+            } else {
+                Err("the zone owns this resource; the global cannot overwrite it".to_owned())
             }
-            names.push(wire);
-            ops.push(Op::Replicate(r));
-        }
-        for wire in update.removals {
-            match Self::key(update.ty, &wire) {
-                Some(key) => {
-                    names.push(wire);
-                    ops.push(Op::DeleteIfExists(key));
-                }
-                None => errors.push(ResourceError {
-                    name: wire,
-                    reason: "not a valid resource name".into(),
-                }),
-            }
-        }
-        if ops.is_empty() {
-            return errors;
-        }
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.apply_or_each(ops)).await {
-            Ok(failed) => errors.extend(failed.into_iter().map(|(i, e)| ResourceError {
-                name: names[i].clone(),
-                reason: e.to_string(),
-            })),
-            Err(e) => errors.push(ResourceError {
-                name: String::new(),
-                reason: format!("store task failed: {e}"),
-            }),
-        }
-        errors
+        };
+        driver::apply_to_store(&self.store, update, admit, Self::key).await
     }
 }
