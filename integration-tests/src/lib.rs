@@ -186,22 +186,7 @@ impl ControlPlane {
     /// Issues a dataplane token through this control plane's REST API.
     pub fn dataplane_token(&self, mesh: &str, service: &str) -> anyhow::Result<String> {
         let body = serde_json::json!({ "mesh": mesh, "tags": { "kuma.io/service": [service] } });
-        let r = self.client().request(
-            reqwest::Method::POST,
-            "/tokens/dataplane",
-            Some(("application/json", &body.to_string())),
-            &[],
-        );
-        anyhow::ensure!(
-            r.status == 200,
-            "token request answered {}: {:?}",
-            r.status,
-            r.body
-        );
-        r.body
-            .as_str()
-            .map(str::to_owned)
-            .context("the token is text")
+        self.issue_token("/tokens/dataplane", &body)
     }
 
     fn launch(
@@ -284,9 +269,14 @@ impl ControlPlane {
         if let Some(v) = valid_for {
             body["validFor"] = v.into();
         }
+        self.issue_token("/tokens/zone", &body)
+    }
+
+    /// POSTs a token request and returns the token text.
+    pub fn issue_token(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<String> {
         let r = self.client().request(
             reqwest::Method::POST,
-            "/tokens/zone",
+            path,
             Some(("application/json", &body.to_string())),
             &[],
         );

@@ -605,55 +605,24 @@ fn xds_bench(
     changes: usize,
     connections: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    use integration_tests::xds_load::{cpu_time, rss_kib, Fleet, Target};
+    use integration_tests::xds_load::{cpu_time, rss_kib};
     let rt = tokio::runtime::Runtime::new()?;
-    let global = ControlPlane::start()?;
+    let global = mtls_global()?;
     let g = global.client();
-    let mesh = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
-    anyhow::ensure!(g.put_yaml("/meshes/default", mesh).status == 201);
-    anyhow::ensure!(
-        g.put_yaml(
-            &format!("/meshes/{MESH}/traffic-permissions/allow-all-default"),
-            &tp_yaml("allow-all-default", "*", "*")
-        )
-        .status
-            == 201
-    );
-    let zone = ControlPlane::zone("zone-1", &global)?;
-    let z = zone.client();
-    wait_until(
-        "mesh, policy and token key on the zone",
-        PROPAGATION_DEADLINE * 10,
-        || {
-            (z.get("/meshes/default/traffic-permissions/allow-all-default")
-                .status
-                == 200
-                && z.get("/dataplane-token-keys").body["total"].as_u64() >= Some(1))
-            .then_some(())
-        },
-    )?;
-    let zone_pid = zone.pid().expect("zone running");
-    eprintln!("[{n}] registering {n} dataplanes over {services} services...");
-    let t = Instant::now();
-    register_dataplanes(&z, n, services, 4)?;
-    eprintln!("[{n}] registered in {:.1} s", t.elapsed().as_secs_f64());
-    let tokens: Vec<String> = (0..services)
-        .map(|s| global.dataplane_token(MESH, &format!("svc-{s}")))
-        .collect::<anyhow::Result<_>>()?;
-    let proxies: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("{MESH}.dp-{i}"), tokens[i % services].clone()))
-        .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    let rss_before = rss_kib(zone_pid).unwrap_or(0);
-    let target = Target {
-        addr: zone.dp_addr.expect("dp server"),
-        ca_pem: std::fs::read_to_string(zone.data_dir.join("dp-server-ca.pem"))?,
-    };
-    eprintln!("[{n}] connecting {n} simulated proxies over {connections} connections...");
-    let fleet = rt.block_on(Fleet::connect(&target, &proxies, connections))?;
-    let connect_time = rt.block_on(fleet.wait_ready(Duration::from_secs(600)))?;
+    let mut rss_before = 0;
+    let mut zone_pid = 0;
+    let mut connecting = Instant::now();
+    let zf = zone_fleet(&rt, &global, "zone-1", n, services, connections, |zone| {
+        eprintln!("[{n}] registered {n} dataplanes; connecting simulated proxies...");
+        std::thread::sleep(Duration::from_secs(2));
+        zone_pid = zone.pid().expect("zone running");
+        rss_before = rss_kib(zone_pid).unwrap_or(0);
+        connecting = Instant::now();
+    })?;
+    let connect_time = connecting.elapsed();
+    let (zone, fleet) = (&zf._zone, &zf.fleet);
     eprintln!(
-        "[{n}] all got their config in {:.1} s",
+        "[{n}] all configured after {:.1} s",
         connect_time.as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(3));
@@ -661,7 +630,7 @@ fn xds_bench(
     let per_dp_kib = rss_after.saturating_sub(rss_before) as f64 / n as f64;
 
     // Mesh-wide: the default permission every proxy uses changes.
-    let m0 = metric_sums(&zone);
+    let m0 = metric_sums(zone);
     let cpu0 = cpu_time(zone_pid).unwrap_or_default();
     let all: Vec<usize> = (0..n).collect();
     let t0 = fleet.now_ns();
@@ -675,7 +644,7 @@ fn xds_bench(
     );
     let mesh_wide = rt.block_on(fleet.wait_lds_after(&all, t0, Duration::from_secs(120)))?;
     let mesh_wide_cpu = cpu_time(zone_pid).unwrap_or_default().saturating_sub(cpu0);
-    let m1 = metric_sums(&zone);
+    let m1 = metric_sums(zone);
     let delta = |k: &str| m1.get(k).copied().unwrap_or(0.0) - m0.get(k).copied().unwrap_or(0.0);
     let regen_ms = delta("xds_regeneration_duration_seconds_sum") * 1000.0;
     let generated = delta("xds_proxy_generation_duration_seconds_count");
@@ -746,7 +715,7 @@ fn xds_bench(
         mesh_wide_cpu.as_secs_f64()
     );
     println!("| of which regeneration passes (wall) | {regen_ms:.0} ms for {generated:.0} proxies, {per_proxy_us:.0} µs each | | |");
-    drop(fleet);
+    drop(zf);
     Ok(json!({
         "scenario": "xds",
         "dataplanes": n,
@@ -832,6 +801,7 @@ fn zone_fleet(
     n: usize,
     services: usize,
     connections: usize,
+    before_connect: impl FnOnce(&ControlPlane),
 ) -> anyhow::Result<ZoneFleet> {
     use integration_tests::xds_load::{Fleet, Target};
     let zone = ControlPlane::zone(name, global)?;
@@ -852,6 +822,7 @@ fn zone_fleet(
     let proxies: Vec<(String, String)> = (0..n)
         .map(|i| (format!("{MESH}.dp-{i}"), tokens[i % services].clone()))
         .collect();
+    before_connect(&zone);
     let target = Target {
         addr: zone.dp_addr.expect("dp server"),
         ca_pem: std::fs::read_to_string(zone.data_dir.join("dp-server-ca.pem"))?,
@@ -892,7 +863,7 @@ fn propagation(
     let g = global.client();
     eprintln!("[propagation] {zones} zones x {n} simulated proxies...");
     let fleets: Vec<ZoneFleet> = (0..zones)
-        .map(|i| zone_fleet(&rt, &global, &format!("zone-{i}"), n, services, 20))
+        .map(|i| zone_fleet(&rt, &global, &format!("zone-{i}"), n, services, 20, |_| {}))
         .collect::<anyhow::Result<_>>()?;
     std::thread::sleep(Duration::from_secs(3));
     let mut samples = Vec::with_capacity(changes);
@@ -984,7 +955,7 @@ fn churn(
     eprintln!(
         "[churn] {n} simulated proxies, churn 100/s and policy changes 10/s for {seconds} s..."
     );
-    let zf = zone_fleet(&rt, &global, "zone-0", n, services, 20)?;
+    let zf = zone_fleet(&rt, &global, "zone-0", n, services, 20, |_| {})?;
     let z = zf._zone.client();
     std::thread::sleep(Duration::from_secs(2));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
