@@ -113,6 +113,12 @@ impl Client {
                         tracing::info!(cp = %self.base, "registered the Dataplane");
                         return serde_json::from_str(&text).context("the bootstrap is not JSON");
                     }
+                    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() + wait < deadline {
+                        tracing::warn!(cp = %self.base, reason = %describe(status, &text), retry_in = ?wait, "control plane not ready; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
                     if status == reqwest::StatusCode::FORBIDDEN || status == reqwest::StatusCode::UNAUTHORIZED {
                         bail!("the control plane refused the dataplane token: {}", describe(status, &text));
                     }

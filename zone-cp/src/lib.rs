@@ -230,7 +230,8 @@ impl App {
         let proxies = dp::proxies::Proxies::new(self.store.clone(), &self.zone, identities)
             .with_metrics(self.xds_metrics.clone());
         self.metrics.instrument(&self.store);
-        let auth = dp::tokens::DataplaneAuth::new(self.store.clone(), self.dp_signing_key);
+        let auth = dp::tokens::DataplaneAuth::new(self.store.clone(), self.dp_signing_key)
+            .federated(self.kds.is_some());
         let zone_routes = routes::routes(self.store.clone(), proxies.clone()).merge(
             cp_http::tokens::dataplane_token_routes(Arc::new(auth.signing_key().clone())),
         );

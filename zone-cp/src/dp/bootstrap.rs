@@ -105,6 +105,14 @@ pub async fn bootstrap(
         }
     };
     checked.map_err(|e| {
+        if s.auth.awaiting_global_keys() {
+            tracing::info!(proxy = %dp.key(), "registration before the global's token keys arrived; asking to retry");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                format!("this zone has not yet received the global's token keys over KDS; retry shortly ({e})"),
+            );
+        }
         tracing::warn!(proxy = %dp.key(), reason = %e, "refused a proxy registration");
         ApiError::new(StatusCode::FORBIDDEN, "Forbidden", e)
     })?;
@@ -292,5 +300,53 @@ mod tests {
         assert_eq!(err.status, 400);
         assert_eq!(err.invalid_parameters[0].field, "adsVariant");
         assert!(err.invalid_parameters[0].reason.contains("rest"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_federated_zone_without_the_globals_keys_asks_to_retry() {
+        let mut st = state();
+        st.auth = st.auth.clone().federated(true);
+        let other = certs::SigningKey::generate().expect("key");
+        let tags = std::collections::BTreeMap::from([(
+            "kuma.io/service".to_owned(),
+            std::collections::BTreeSet::from(["web".to_owned()]),
+        )]);
+        let token = certs::issue_dataplane_token(
+            &other,
+            "default",
+            &tags,
+            std::time::Duration::from_secs(60),
+            crate::now_unix(),
+        )
+        .expect("token");
+        let body = json!({
+            "dataplane": {"type": "Dataplane", "mesh": "default", "name": "web-1",
+                "networking": {"address": "127.0.0.1", "inbound": [
+                    {"port": 8080, "servicePort": 80, "tags": {"kuma.io/service": "web"}}]}},
+            "token": token,
+            "cpAddress": "127.0.0.1:5678",
+        });
+        let post = |st: BootstrapState| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                "application/json".parse().expect("header"),
+            );
+            bootstrap(State(st), headers, Body::from(body.to_string()))
+        };
+        let err = post(st.clone()).await.expect_err("not yet");
+        assert_eq!(err.status, 503, "{err:?}");
+        // Once the global's key has arrived, a token it did not sign is refused.
+        let global = certs::SigningKey::generate().expect("key");
+        let key = api::Resource::new(
+            "k",
+            None,
+            api::Spec::DataplaneTokenKey(api::DataplaneTokenKeySpec {
+                public_key: global.verifying_key().to_base64(),
+            }),
+        );
+        st.store.put(key, Precondition::None).expect("put");
+        let err = post(st).await.expect_err("refused");
+        assert_eq!(err.status, 403, "{err:?}");
     }
 }

@@ -16,6 +16,8 @@ pub struct DataplaneAuth {
     store: Store,
     signing_key: Arc<SigningKey>,
     keys: Arc<RwLock<Vec<VerifyingKey>>>,
+    /// Tokens come from the global, whose keys arrive over KDS.
+    federated: bool,
 }
 
 impl DataplaneAuth {
@@ -27,7 +29,21 @@ impl DataplaneAuth {
             store,
             signing_key: Arc::new(signing_key),
             keys: Arc::new(RwLock::new(keys)),
+            federated: false,
         }
+    }
+
+    /// Marks this zone as federated: the global issues its tokens.
+    pub fn federated(mut self, federated: bool) -> Self {
+        self.federated = federated;
+        self
+    }
+
+    /// Whether a federated zone has not received the global's token keys
+    /// yet (just started, or never connected): a refusal now may be only
+    /// "not yet", and the caller should retry.
+    pub fn awaiting_global_keys(&self) -> bool {
+        self.federated && self.store.count(api::ResourceType::DataplaneTokenKey) == 0
     }
 
     pub fn signing_key(&self) -> &SigningKey {
