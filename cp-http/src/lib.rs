@@ -42,6 +42,83 @@ pub async fn serve(
         .await
 }
 
+/// TLS for the REST API: the certificate chain and key an operator gives
+/// (`--api-tls-cert`, `--api-tls-key`).
+#[derive(Clone)]
+pub struct ApiTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ApiTls {
+    /// Reads both files, naming the one that cannot be read.
+    pub fn load(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<ApiTls> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display()))
+            })
+        };
+        Ok(ApiTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        })
+    }
+}
+
+/// Serves the REST API: plain HTTP, or HTTPS (HTTP/1.1 and HTTP/2) when
+/// `tls` is given.
+pub async fn serve_api(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<ApiTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        return serve(listener, router, shutdown).await;
+    };
+    // Offer HTTP/1.1 as well as HTTP/2 in ALPN: curl, Python and
+    // HTTP/1.1-only clients must get through, not only gRPC-style ones.
+    let mut config =
+        certs::server_config(&tls.cert_pem, &tls.key_pem, None).map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    // Handshakes run in their own tasks so a slow client holds up no one.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let accepting = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = accepting.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "REST API accept failed");
+                        continue;
+                    }
+                },
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "REST API TLS handshake failed"),
+                }
+            });
+        }
+    });
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .map_err(std::io::Error::other)
+}
+
 /// Waits for SIGTERM or SIGINT and names the one that came.
 pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};

@@ -39,6 +39,8 @@ pub struct RestConfig {
     /// Labels stamped on every resource written here (`kuma.io/origin`, and
     /// on a zone `kuma.io/zone`), whatever the client sent for them.
     pub labels: Vec<(String, String)>,
+    /// Whether the API is served over HTTPS (for the `next` links).
+    pub https: bool,
 }
 
 #[derive(Clone)]
@@ -318,8 +320,9 @@ fn list(
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
+        let scheme = if s.config.https { "https" } else { "http" };
         format!(
-            "http://{host}{}?offset={}&size={size}",
+            "{scheme}://{host}{}?offset={}&size={size}",
             uri.path(),
             offset + size
         )

@@ -56,6 +56,23 @@ impl ApiClient {
         })
     }
 
+    /// Also trusts the CA in `ca_file` (PEM) for HTTPS.
+    pub fn trusting(mut self, ca_file: Option<&std::path::Path>) -> Result<Self, CliError> {
+        let Some(path) = ca_file else {
+            return Ok(self);
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| err(format!("cannot read the CA file {}: {e}", path.display())))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| err(format!("{} is not a PEM certificate: {e}", path.display())))?;
+        self.http = Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .add_root_certificate(ca)
+            .build()
+            .map_err(|e| err(format!("cannot set up an HTTP client: {e}")))?;
+        Ok(self)
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -68,11 +85,13 @@ impl ApiClient {
         path: &str,
         json: Option<&Value>,
     ) -> Result<Reply, CliError> {
-        let url = if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
+        // A `next` link is absolute; keep only its path and query so the
+        // request goes where the user pointed meshctl (scheme, proxy, CA).
+        let path = match path.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => path,
         };
+        let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

@@ -36,6 +36,10 @@ pub struct Cli {
     /// File holding the API token (the control plane writes <data-dir>/admin-token).
     #[arg(long, global = true, env = "MESHCTL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https:// --api-addr, besides
+    /// the system's.
+    #[arg(long, global = true, env = "MESHCTL_CA_CERT_FILE")]
+    pub ca_cert_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -210,7 +214,7 @@ pub fn path(ty: ResourceType, mesh: &str, name: Option<&str>) -> String {
 
 /// Runs one command, writing results to stdout.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let api = ApiClient::new(&cli.api_addr, token(&cli)?)?;
+    let api = ApiClient::new(&cli.api_addr, token(&cli)?)?.trusting(cli.ca_cert_file.as_deref())?;
     match &cli.command {
         Command::Apply { file } => apply(&api, file),
         Command::Get {

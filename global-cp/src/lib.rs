@@ -50,6 +50,12 @@ pub struct Config {
     /// Address of the REST API.
     #[arg(long, env = "GLOBAL_CP_API_ADDR", default_value = "127.0.0.1:5681")]
     pub api_addr: SocketAddr,
+    /// Serve the REST API over HTTPS with this certificate chain (PEM).
+    #[arg(long, env = "GLOBAL_CP_API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The key of --api-tls-cert (PEM).
+    #[arg(long, env = "GLOBAL_CP_API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
     /// Address of /ready, /healthy and /metrics.
     #[arg(
         long,
@@ -95,6 +101,7 @@ pub struct App {
     pki: pki::KdsPki,
     kds_batch_bytes: usize,
     metrics: Arc<Metrics>,
+    api_tls: Option<cp_http::ApiTls>,
     zones: zones::Zones,
     ready: Readiness,
 }
@@ -137,7 +144,12 @@ impl App {
         let diagnostics =
             cp_http::bind("diagnostics (--diagnostics-addr)", config.diagnostics_addr).await?;
         let kds = cp_http::bind("KDS (--kds-addr)", config.kds_addr).await?;
+        let api_tls = match (&config.api_tls_cert, &config.api_tls_key) {
+            (Some(cert), Some(key)) => Some(cp_http::ApiTls::load(cert, key)?),
+            _ => None,
+        };
         let rest = RestConfig {
+            https: api_tls.is_some(),
             token,
             read_only: vec![
                 (
@@ -153,6 +165,7 @@ impl App {
         };
         let zones = zones::Zones::default();
         Ok(App {
+            api_tls,
             store,
             api,
             diagnostics,
@@ -256,7 +269,12 @@ impl App {
         mesh_ca::publish_token_key(&self.store, &self.pki.signing_key.verifying_key())
             .context("publishing the dataplane-token key")?;
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(cp_http::serve(self.api, rest, shutdown.clone()));
+        tasks.spawn(cp_http::serve_api(
+            self.api,
+            rest,
+            self.api_tls.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(cp_http::serve(self.diagnostics, diag, shutdown.clone()));
         tasks.spawn(async move { kds_server.await.map_err(std::io::Error::other) });
         tasks.spawn({

@@ -112,6 +112,26 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// Starts a global CP with `extra` flags on free ports and a fresh data
+    /// directory, and waits until it is ready.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<ControlPlane> {
+        let tmp = tempfile::tempdir()?;
+        let kds = free_addr();
+        let mut args = vec!["--kds-addr".to_owned(), kds.to_string()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut cp = Self::launch(
+            "global-cp",
+            args,
+            &tmp.path().join("data"),
+            free_addr(),
+            free_addr(),
+        )?;
+        cp.kds_addr = Some(kds);
+        cp._tmp = Some(tmp);
+        cp.wait_ready()?;
+        Ok(cp)
+    }
+
     /// Starts a global CP without waiting.
     pub fn spawn(
         data_dir: &Path,

@@ -57,6 +57,12 @@ pub struct Config {
     /// Address of the REST API.
     #[arg(long, env = "ZONE_CP_API_ADDR", default_value = "127.0.0.1:5681")]
     pub api_addr: SocketAddr,
+    /// Serve the REST API over HTTPS with this certificate chain (PEM).
+    #[arg(long, env = "ZONE_CP_API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The key of --api-tls-cert (PEM).
+    #[arg(long, env = "ZONE_CP_API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
     /// Address of /ready, /healthy and /metrics.
     #[arg(
         long,
@@ -99,6 +105,7 @@ pub struct App {
     rest: RestConfig,
     kds: Option<kds_client::KdsClientConfig>,
     metrics: Arc<Metrics>,
+    api_tls: Option<cp_http::ApiTls>,
     xds_metrics: dp::metrics::XdsMetrics,
     ready: Readiness,
 }
@@ -169,7 +176,12 @@ impl App {
                 ));
             }
         }
+        let api_tls = match (&config.api_tls_cert, &config.api_tls_key) {
+            (Some(cert), Some(key)) => Some(cp_http::ApiTls::load(cert, key)?),
+            _ => None,
+        };
         let rest = RestConfig {
+            https: api_tls.is_some(),
             token,
             read_only,
             labels: vec![
@@ -179,6 +191,7 @@ impl App {
         };
         let xds_metrics = dp::metrics::XdsMetrics::default();
         Ok(App {
+            api_tls,
             zone: config.zone,
             store,
             api,
@@ -244,7 +257,12 @@ impl App {
         let diag =
             cp_http::diagnostics::router(self.store.clone(), self.metrics, self.ready.clone());
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(cp_http::serve(self.api, rest, shutdown.clone()));
+        tasks.spawn(cp_http::serve_api(
+            self.api,
+            rest,
+            self.api_tls.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(cp_http::serve(self.diagnostics, diag, shutdown.clone()));
         tasks.spawn({
             let (p, d, s) = (proxies.clone(), self.xds_debounce, shutdown.clone());
