@@ -33,6 +33,7 @@ pub use identity::{
     cert_not_after, cert_uri_sans, generate_mesh_ca, intermediate_request, issue_workload_cert,
     sign_intermediate, workload_uris, IntermediateRequest,
 };
+pub use pem::encode as pem_encode;
 pub use pki::{fingerprint, generate_ca, issue_server_cert, CertifiedKey, BACKDATE};
 pub use tls::{client_config, server_config};
 pub use token::{

@@ -42,7 +42,7 @@ pub(crate) fn parse_private_key(
 }
 
 /// PEM-encodes `der` under `label`, 64 base64 characters a line.
-pub(crate) fn encode(label: &str, der: &[u8]) -> String {
+pub fn encode(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     // base64 output is ASCII, so byte chunks are valid UTF-8.

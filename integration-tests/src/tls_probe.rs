@@ -82,17 +82,8 @@ pub fn server_chain(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     anyhow::ensure!(!chain.is_empty(), "{addr} presented no certificate");
-    Ok(chain.iter().map(|c| pem("CERTIFICATE", c)).collect())
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    Ok(chain
+        .iter()
+        .map(|c| certs::pem_encode("CERTIFICATE", c))
+        .collect())
 }

@@ -182,3 +182,45 @@ impl Resources {
         }
     }
 }
+
+/// A healthy inbound with a usable IP address and port: an endpoint of
+/// its service.
+pub(crate) struct Reachable<'a> {
+    pub mesh: &'a str,
+    pub service: &'a str,
+    pub ip: IpAddr,
+    pub port: u32,
+    pub tags: &'a api::Tags,
+}
+
+/// Every reachable inbound of `dataplanes` that carries a service tag and
+/// is not marked unready. Inbounds without a usable IP address or port are
+/// left out rather than failing the proxy that only reaches them.
+pub(crate) fn reachable_inbounds(
+    dataplanes: &[api::Resource],
+) -> impl Iterator<Item = Reachable<'_>> {
+    dataplanes.iter().flat_map(|dp| {
+        let (api::Spec::Dataplane(spec), Some(mesh)) = (&dp.spec, dp.mesh.as_deref()) else {
+            return Vec::new();
+        };
+        spec.networking
+            .inbound
+            .iter()
+            .filter(|inbound| !inbound.health.as_ref().is_some_and(|h| !h.ready))
+            .filter_map(|inbound| {
+                let service = inbound.tags.get(api::SERVICE_TAG)?;
+                let address = inbound
+                    .address
+                    .as_deref()
+                    .unwrap_or(&spec.networking.address);
+                Some(Reachable {
+                    mesh,
+                    service,
+                    ip: parse_ip(address, String::new).ok()?,
+                    port: check_port(inbound.port, String::new).ok()?,
+                    tags: &inbound.tags,
+                })
+            })
+            .collect()
+    })
+}

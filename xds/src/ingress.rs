@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use api::{AvailableService, Resource, Spec, SERVICE_TAG};
+use api::{AvailableService, Resource, Spec};
 use xds_api::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use xds_api::pb::envoy::config::core::v3::TrafficDirection;
 use xds_api::pb::envoy::config::listener::v3::{
@@ -15,7 +15,8 @@ use xds_api::pb::envoy::config::listener::v3::{
 };
 
 use crate::common::{
-    check_port, connect_timeout, listener, load_assignment, parse_ip, stat_name, tcp_proxy_filter,
+    check_port, connect_timeout, listener, load_assignment, parse_ip, reachable_inbounds,
+    stat_name, tcp_proxy_filter,
 };
 use crate::extensions::{to_any, TlsInspector};
 use crate::{tls, GenerateError, ProxyResources};
@@ -47,33 +48,10 @@ type Offered<'a> = BTreeMap<(&'a str, &'a str), Vec<(IpAddr, u32, &'a api::Tags)
 
 fn offered<'a>(meshes: &BTreeSet<&str>, dataplanes: &'a [Resource]) -> Offered<'a> {
     let mut out: Offered<'a> = BTreeMap::new();
-    for dp in dataplanes {
-        let (Spec::Dataplane(spec), Some(mesh)) = (&dp.spec, dp.mesh.as_deref()) else {
-            continue;
-        };
-        if !meshes.contains(mesh) {
-            continue;
-        }
-        for inbound in &spec.networking.inbound {
-            let Some(service) = inbound.tags.get(SERVICE_TAG) else {
-                continue;
-            };
-            if inbound.health.as_ref().is_some_and(|h| !h.ready) {
-                continue;
-            }
-            let address = inbound
-                .address
-                .as_deref()
-                .unwrap_or(&spec.networking.address);
-            if let (Ok(ip), Ok(port)) = (
-                parse_ip(address, String::new),
-                check_port(inbound.port, String::new),
-            ) {
-                out.entry((mesh, service.as_str()))
-                    .or_default()
-                    .push((ip, port, &inbound.tags));
-            }
-        }
+    for r in reachable_inbounds(dataplanes).filter(|r| meshes.contains(r.mesh)) {
+        out.entry((r.mesh, r.service))
+            .or_default()
+            .push((r.ip, r.port, r.tags));
     }
     out
 }

@@ -11,8 +11,8 @@ use xds_api::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use xds_api::pb::envoy::config::listener::v3::FilterChain;
 
 use crate::common::{
-    check_port, connect_timeout, listener, parse_ip, stat_name, tcp_proxy_filter,
-    weighted_load_assignment, Resources,
+    check_port, connect_timeout, listener, parse_ip, reachable_inbounds, stat_name,
+    tcp_proxy_filter, weighted_load_assignment, Resources,
 };
 use crate::{tls, GenerateError, Proxy};
 
@@ -100,33 +100,9 @@ pub(crate) fn endpoints(
 ) -> Vec<ClusterLoadAssignment> {
     let mut found: BTreeMap<&str, BTreeSet<(IpAddr, u32, u32)>> =
         services.iter().map(|s| (*s, BTreeSet::new())).collect();
-    for dataplane in dataplanes {
-        let Spec::Dataplane(spec) = &dataplane.spec else {
-            continue;
-        };
-        if dataplane.mesh.as_deref() != Some(mesh) {
-            continue;
-        }
-        for inbound in &spec.networking.inbound {
-            let Some(service) = inbound.tags.get(SERVICE_TAG) else {
-                continue;
-            };
-            let Some(set) = found.get_mut(service.as_str()) else {
-                continue;
-            };
-            if inbound.health.as_ref().is_some_and(|h| !h.ready) {
-                continue;
-            }
-            let address = inbound
-                .address
-                .as_deref()
-                .unwrap_or(&spec.networking.address);
-            if let (Ok(ip), Ok(port)) = (
-                parse_ip(address, String::new),
-                check_port(inbound.port, String::new),
-            ) {
-                set.insert((ip, port, 1));
-            }
+    for r in reachable_inbounds(dataplanes).filter(|r| r.mesh == mesh) {
+        if let Some(set) = found.get_mut(r.service) {
+            set.insert((r.ip, r.port, 1));
         }
     }
     if let Remote::Through(zone, ingresses) = remote {
